@@ -1,0 +1,385 @@
+"""Batched JPEG encode / decode / compress that follow libjpeg-turbo's default path step by step.
+
+One pipeline runs in three arithmetics (:class:`_Arith`):
+
+* integer: libjpeg's 16-bit fixed-point colour conversion, biased chroma downsampling, "islow"
+  integer DCT/IDCT, half-away-from-zero quantization, fancy upsampling, rounding and clamping, bit
+  for bit. This is the forward value of ``rounding="ste"`` and ``"exact"``.
+* linear: the same steps in float with every rounding and clamp removed. ``"ste"`` takes its
+  gradient from it (a straight-through estimator over the whole codec); ``"exact"`` skips it.
+* rounded float: float colour and DCT, rounding wherever libjpeg rounds (identity gradient there)
+  and Shin & Song's cubic surrogate at the quantizer: ``rounding="cubic"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from . import colour, dct, sampling
+from .coefficients import Coefficients
+from .rounding import ROUNDING_MODES, floor_div_ste, round_cubic, round_half_away, round_ste
+from .tables import QualityLike, quant_tables
+
+_RANGE_TOLERANCE = 0.25
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _int_floor_div(n: torch.Tensor, d: int) -> torch.Tensor:
+    return torch.div(n, d, rounding_mode="floor")
+
+
+def _check_rounding(rounding: str) -> None:
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be [B, 3 or 1, H, W], got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor in [0, 1], got dtype {images.dtype}")
+    if images.numel() == 0:
+        raise ValueError(f"images is empty: shape {tuple(images.shape)}")
+    lo, hi = images.detach().aminmax()
+    if not (-_RANGE_TOLERANCE <= lo.item() and hi.item() <= 1 + _RANGE_TOLERANCE):  # NaN fails too
+        raise ValueError(
+            f"images must be in [0, 1] (float, NCHW); got values in [{lo.item():.4g}, {hi.item():.4g}]"
+            " (0..255 data must be divided by 255)"
+        )
+
+
+def _resolve_tables(
+    quality: Optional[QualityLike], tables: Optional[torch.Tensor], batch: int, channels: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Per-component tables [B, C, 8, 8] (float32) from a quality or explicit tables."""
+    if (quality is None) == (tables is None):
+        raise ValueError("give exactly one of quality or tables")
+    if tables is None:
+        t = quant_tables(quality, device=device)  # [Bq, 2, 8, 8]
+    else:
+        t = torch.as_tensor(tables, device=device)
+        if t.dim() == 3:
+            t = t[None]
+        if t.dim() != 4 or t.shape[-2:] != (8, 8) or t.shape[1] not in (1, 2, 3):
+            raise ValueError(f"tables must be [B, 1|2|3, 8, 8], got shape {tuple(t.shape)}")
+        if t.is_floating_point() and not torch.equal(t, t.round()):
+            raise ValueError("tables must hold integers")
+        if bool((t < 1).any()) or bool((t > 65535).any()):
+            raise ValueError("table entries must be in 1..65535")
+        t = t.float()
+    if t.shape[0] not in (1, batch):
+        raise ValueError(f"got {t.shape[0]} qualities/tables for a batch of {batch}")
+    t = t.expand(batch, *t.shape[1:])
+    if channels == 1:
+        return t[:, :1].contiguous()
+    if t.shape[1] == 1:
+        raise ValueError("colour images need luma and chroma tables ([B, 2 or 3, 8, 8])")
+    if t.shape[1] == 2:
+        t = t[:, [0, 1, 1]]
+    return t.contiguous()
+
+
+def _work_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+# ------------------------------------------------------------------------------------ arithmetics
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _true_div(n: torch.Tensor, d: int) -> torch.Tensor:
+    return n / d
+
+
+@dataclass(frozen=True)
+class _Arith:
+    """How the shared pipeline computes: integer emulation, or float with given roundings."""
+
+    integer: bool
+    round: Callable[[torch.Tensor], torch.Tensor] = _identity  # at 8-bit sample points
+    floor_div: Callable[[torch.Tensor, int], torch.Tensor] = _true_div
+    quantize: Callable[[torch.Tensor], torch.Tensor] = _identity
+    clamp: bool = False
+
+    def clamp255(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(0, 255) if self.clamp else x
+
+
+_INTEGER = _Arith(integer=True, floor_div=_int_floor_div, clamp=True)
+_LINEAR = _Arith(integer=False)
+_CUBIC = _Arith(integer=False, round=round_ste, floor_div=floor_div_ste, quantize=round_cubic, clamp=True)
+
+
+def _with_surrogate(rounding: str, needs_grad: bool, run: Callable[[_Arith], object], combine):
+    """Integer forward; for "ste" with gradients, add the linear path's gradient straight through."""
+    if rounding == "cubic":
+        return run(_CUBIC)
+    exact = run(_INTEGER)
+    if rounding == "exact" or not needs_grad:
+        return exact
+    return combine(run(_LINEAR), exact)
+
+
+def _straight_through(approx: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    return approx + (exact.to(approx.dtype) - approx).detach()
+
+
+# ----------------------------------------------------------------------------------------- encode
+
+def _sample_planes(images: torch.Tensor, a: _Arith) -> list[torch.Tensor]:
+    """[B, C, H, W] in [0, 1] -> C planes [B, H, W] of 8-bit samples (Y, Cb, Cr or gray)."""
+    s = images * 255
+    if a.integer:
+        s = torch.floor(s.clamp(0, 255) + 0.5).int()
+        ycc = colour.rgb_to_ycbcr_fixed(s) if s.shape[1] == 3 else s
+    else:
+        s = a.clamp255(a.round(s))
+        ycc = a.clamp255(a.round(colour.rgb_to_ycbcr(s))) if s.shape[1] == 3 else s
+    return list(ycc.unbind(1))
+
+
+def _component_planes(planes: list[torch.Tensor], subsampling: str, a: _Arith) -> list[torch.Tensor]:
+    """Pad (and downsample chroma) as libjpeg does; returns planes covering whole MCUs."""
+    h, v = sampling.check_subsampling(subsampling) if len(planes) == 3 else (1, 1)
+    height, width = planes[0].shape[-2:]
+    mcu_h, mcu_w = 8 * v, 8 * h
+    hp, wp = _ceil_div(height, mcu_h) * mcu_h, _ceil_div(width, mcu_w) * mcu_w
+    out = [sampling.pad_edge(planes[0], hp, wp)]
+    for c in planes[1:]:
+        # Full-resolution columns are replicated to the MCU width and rows to a whole row group;
+        # after downsampling, the last chroma row is replicated to fill the block rows.
+        c = sampling.pad_edge(c, _ceil_div(height, v) * v, wp)
+        c = sampling.downsample(c, h, v, a.floor_div)
+        out.append(sampling.pad_edge(c, hp // v, wp // h))
+    return out
+
+
+def _dummy_blocks(y: torch.Tensor, size: tuple[int, int], subsampling: str) -> torch.Tensor:
+    """libjpeg's dummy luma blocks: where a luma MCU extends past the last real block, the extra
+    blocks get zero AC and the DC of the preceding block (jccoefct.c)."""
+    h, v = sampling.check_subsampling(subsampling)
+    rows, cols = _ceil_div(size[0], 8), _ceil_div(size[1], 8)
+    hb, wb = y.shape[1:3]
+    if cols == wb and rows == hb:
+        return y
+    dc = y[..., 0, 0]  # [B, Hb, Wb]
+    if cols < wb:  # one dummy column at most
+        dc = torch.cat([dc[:, :, :cols], dc[:, :, cols - 1:cols]], 2)
+    if rows < hb:  # bottom dummy row: DC of the block above-right within the same MCU
+        above = dc[:, rows - 1]
+        right_of_mcu = above.reshape(above.shape[0], -1, h)[..., -1:].expand(-1, -1, h).reshape(above.shape)
+        dc = torch.cat([dc[:, :rows], right_of_mcu[:, None]], 1)
+    real = torch.zeros(hb, wb, dtype=torch.bool, device=y.device)
+    real[:rows, :cols] = True
+    dummy = torch.zeros_like(y)
+    dummy[..., 0, 0] = dc
+    return torch.where(real[None, :, :, None, None], y, dummy)
+
+
+def _quantize(plane: torch.Tensor, q: torch.Tensor, a: _Arith) -> torch.Tensor:
+    """[B, H, W] samples, q [B, 1, 1, 8, 8] -> quantized coefficients [B, H/8, W/8, 8, 8]."""
+    blocks = dct.image_to_blocks(plane)
+    if a.integer:
+        x = dct.fdct_islow(blocks - 128)  # 8x the orthonormal DCT
+        q8 = q.int() * 8
+        return torch.sign(x) * ((x.abs() + q8 // 2) // q8)  # round half away from zero
+    return a.quantize(dct.block_dct(blocks - 128) / q)
+
+
+def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
+    """DCT coefficients in quantization-step units, before rounding: [B, Hb, Wb, 8, 8] per component.
+
+    Integer arithmetic gives libjpeg's islow values exactly (as float); no dummy blocks.
+    """
+    planes = _component_planes(_sample_planes(images, a), subsampling, a)
+    out = []
+    for i, p in enumerate(planes):
+        q = qt[:, i, None, None]
+        blocks = dct.image_to_blocks(p)
+        if a.integer:
+            out.append(dct.fdct_islow(blocks - 128).to(q.dtype) / (q * 8))
+        else:
+            out.append(dct.block_dct(blocks - 128) / q.to(blocks.dtype))
+    return out
+
+
+def _encode(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
+    size = tuple(images.shape[-2:])
+    planes = _component_planes(_sample_planes(images, a), subsampling, a)
+    comps = [_quantize(p, qt[:, i, None, None].to(p.dtype if not a.integer else qt.dtype), a)
+             for i, p in enumerate(planes)]
+    if len(comps) == 3:
+        comps[0] = _dummy_blocks(comps[0], size, subsampling)
+    return comps
+
+
+def encode(
+    images: torch.Tensor,
+    quality: Optional[QualityLike] = None,
+    tables: Optional[torch.Tensor] = None,
+    subsampling: str = "4:2:0",
+    rounding: str = "ste",
+) -> Coefficients:
+    """JPEG-encode a batch to quantized DCT coefficients, as libjpeg-turbo does.
+
+    Args:
+        images: float [B, 3 or 1, H, W] in [0, 1], any H and W (padded by edge replication to the MCU).
+        quality: int, or LongTensor[B] / list of per-image qualities in 1..100 (IJG tables).
+        tables: instead of quality, tables [B, 2 or 3, 8, 8] (luma, chroma[, chroma]) or [B, 1, 8, 8]
+            for grayscale; a table read from a real file is accepted as it is.
+        subsampling: "4:4:4", "4:2:2" or "4:2:0" (ignored for grayscale).
+        rounding: "ste" (default: bit-exact forward, straight-through gradient), "cubic" (float
+            forward with Shin & Song's surrogate) or "exact" (bit-exact, no gradient).
+    Returns:
+        :class:`Coefficients` in the images' float dtype (integer values except for "cubic").
+    """
+    _check_images(images)
+    _check_rounding(rounding)
+    sampling.check_subsampling(subsampling)
+    qt = _resolve_tables(quality, tables, images.shape[0], images.shape[1], images.device)
+    work = images.to(_work_dtype(images))
+    stored = subsampling if images.shape[1] == 3 else "4:4:4"
+    needs_grad = work.requires_grad and torch.is_grad_enabled()
+    inputs = work if rounding != "exact" else work.detach()
+
+    def run(a: _Arith):
+        return _encode(inputs if not a.integer else inputs.detach(), qt, stored, a)
+
+    def combine(approx, exact):
+        return [_straight_through(p, e) for p, e in zip(approx, exact)]
+
+    comps = [c.to(work.dtype) for c in _with_surrogate(rounding, needs_grad, run, combine)]
+    cb, cr = (comps[1], comps[2]) if len(comps) == 3 else (None, None)
+    return Coefficients(comps[0], cb, cr, qt.to(work.dtype), stored, tuple(images.shape[-2:]))
+
+
+# ----------------------------------------------------------------------------------------- decode
+
+def _decode(coeffs: Coefficients, a: _Arith, dtype: torch.dtype) -> torch.Tensor:
+    """Coefficients -> samples [B, C, H, W] in 0..255 (int64 or float)."""
+    height, width = coeffs.size
+    planes = []
+    for i, c in enumerate(coeffs.components()):
+        q = coeffs.qt[:, i, None, None]
+        if a.integer:
+            c = c.round().int() if c.is_floating_point() else c.int()
+            samples = dct.idct_islow(c * q.int())
+        else:
+            samples = a.clamp255(a.round(dct.block_idct(c.to(dtype) * q.to(dtype)) + 128))
+        planes.append(dct.blocks_to_plane(samples))
+    y = planes[0][:, :height, :width]
+    if len(planes) == 1:
+        return y[:, None]
+    h, v = sampling.check_subsampling(coeffs.subsampling)
+    chroma = [
+        sampling.upsample_fancy(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v, a.floor_div)[:, :height, :width]
+        for p in planes[1:]
+    ]
+    ycc = torch.stack([y, *chroma], 1)
+    if a.integer:
+        return colour.ycbcr_to_rgb_fixed(ycc)
+    return a.clamp255(a.round(colour.ycbcr_to_rgb(ycc)))
+
+
+def _check_coeffs(coeffs: Coefficients) -> None:
+    if not isinstance(coeffs, Coefficients):
+        raise ValueError(f"expected jpeg.Coefficients, got {type(coeffs).__name__}")
+    h, v = sampling.check_subsampling(coeffs.subsampling) if coeffs.num_components == 3 else (1, 1)
+    hb, wb = coeffs.y.shape[1:3]
+    need = (_ceil_div(coeffs.size[0], 8 * v) * v, _ceil_div(coeffs.size[1], 8 * h) * h)
+    if (hb, wb) != need:
+        raise ValueError(
+            f"luma block grid {hb}x{wb} does not match size {coeffs.size} ({coeffs.subsampling}): need {need}"
+        )
+    if coeffs.cb is not None:
+        for name, c in (("cb", coeffs.cb), ("cr", coeffs.cr)):
+            if tuple(c.shape[1:3]) != (hb // v, wb // h):
+                raise ValueError(f"{name} block grid {tuple(c.shape[1:3])} does not match luma grid {hb}x{wb}")
+
+
+def decode(coeffs: Coefficients, rounding: str = "ste") -> torch.Tensor:
+    """Decode coefficients as libjpeg-turbo's default decoder does (islow IDCT, fancy upsampling).
+
+    Returns float [B, C, H, W] in [0, 1] (float32, or float64 for float64 coefficients).
+    """
+    _check_coeffs(coeffs)
+    _check_rounding(rounding)
+    dtype = _work_dtype(coeffs.y) if coeffs.y.is_floating_point() else torch.float32
+    needs_grad = torch.is_grad_enabled() and any(c.requires_grad for c in coeffs.components())
+    source = coeffs if rounding != "exact" else coeffs.detach()
+
+    def run(a: _Arith):
+        return _decode(source if not a.integer else source.detach(), a, dtype).to(dtype)
+
+    return _with_surrogate(rounding, needs_grad, run, _straight_through) / 255
+
+
+def _linear_round_trip(images: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """The codec's straight-through linearization for a round trip, in [0, 1] units.
+
+    With identity gradients at every rounding, quantization followed by dequantization and the
+    orthonormal DCT followed by its inverse cancel, so what remains is the colour conversion and
+    the chroma down- and upsampling. [B, C, H, W] -> [B, C, H, W].
+    """
+    if images.shape[1] == 1:
+        return images
+    height, width = images.shape[-2:]
+    h, v = sampling.check_subsampling(subsampling)
+    planes = _component_planes(list(colour.rgb_to_ycbcr(images).unbind(1)), subsampling, _LINEAR)
+    chroma = [
+        sampling.upsample_fancy(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v, _true_div)[:, :height, :width]
+        for p in planes[1:]
+    ]
+    return colour.ycbcr_to_rgb(torch.stack([planes[0][:, :height, :width], *chroma], 1))
+
+
+class _RoundTripSTE(torch.autograd.Function):
+    """Bit-exact round trip forward; the linearized codec's adjoint backward."""
+
+    @staticmethod
+    def forward(ctx, images, qt, subsampling):
+        ctx.subsampling = subsampling
+        coeffs = _encode(images, qt, subsampling, _INTEGER)
+        cb, cr = (coeffs[1], coeffs[2]) if len(coeffs) == 3 else (None, None)
+        stored = Coefficients(coeffs[0], cb, cr, qt, subsampling, tuple(images.shape[-2:]))
+        return _decode(stored, _INTEGER, images.dtype).to(images.dtype) / 255
+
+    @staticmethod
+    def backward(ctx, grad):
+        with torch.enable_grad():
+            probe = torch.zeros_like(grad, requires_grad=True)
+            (grad_in,) = torch.autograd.grad(_linear_round_trip(probe, ctx.subsampling), probe, grad)
+        return grad_in, None, None
+
+
+def compress(
+    images: torch.Tensor,
+    quality: Optional[QualityLike] = None,
+    tables: Optional[torch.Tensor] = None,
+    subsampling: str = "4:2:0",
+    rounding: str = "ste",
+) -> torch.Tensor:
+    """``decode(encode(images))``: the JPEG round trip, differentiable w.r.t. images for "ste"/"cubic".
+
+    [B, C, H, W] in [0, 1] -> [B, C, H, W] in [0, 1], in the images' dtype. For "ste" this equals
+    ``decode(encode(x))`` in value and gradient but skips the block transforms in the backward pass.
+    """
+    if rounding != "ste" or not (torch.is_grad_enabled() and images.requires_grad):
+        return decode(encode(images, quality, tables, subsampling, rounding), rounding).to(images.dtype)
+    _check_images(images)
+    sampling.check_subsampling(subsampling)
+    qt = _resolve_tables(quality, tables, images.shape[0], images.shape[1], images.device)
+    work = images.to(_work_dtype(images))
+    stored = subsampling if images.shape[1] == 3 else "4:4:4"
+    return _RoundTripSTE.apply(work, qt, stored).to(images.dtype)

@@ -1,0 +1,165 @@
+"""8x8 block layout and DCTs: the orthonormal float DCT-II and libjpeg's integer "islow" DCT.
+
+Block layout: [B, Hb, Wb, 8, 8], natural row-major order inside a block.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+
+def image_to_blocks(image: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] or [B, H, W] with H, W multiples of 8 -> [B, H/8, W/8, 8, 8]."""
+    if image.dim() == 4:
+        if image.shape[1] != 1:
+            raise ValueError(f"expected one channel, got shape {tuple(image.shape)}")
+        image = image[:, 0]
+    b, h, w = image.shape
+    if h % 8 or w % 8:
+        raise ValueError(f"height and width must be multiples of 8, got {h}x{w}")
+    return image.reshape(b, h // 8, 8, w // 8, 8).transpose(2, 3)
+
+
+def blocks_to_plane(blocks: torch.Tensor) -> torch.Tensor:
+    """[B, Hb, Wb, 8, 8] -> [B, Hb*8, Wb*8]."""
+    b, hb, wb = blocks.shape[:3]
+    return blocks.transpose(2, 3).reshape(b, hb * 8, wb * 8)
+
+
+def blocks_to_image(blocks: torch.Tensor) -> torch.Tensor:
+    """[B, Hb, Wb, 8, 8] -> [B, 1, Hb*8, Wb*8]: each 8x8 tile holds one block (DCT-domain CNN layout)."""
+    return blocks_to_plane(blocks)[:, None]
+
+
+@lru_cache(maxsize=None)
+def _dct_basis_cpu(dtype: torch.dtype) -> torch.Tensor:
+    n = torch.arange(8, dtype=torch.float64)
+    k = n[:, None]
+    c = torch.cos((2 * n[None, :] + 1) * k * math.pi / 16) * 0.5
+    c[0] = math.sqrt(1 / 8)
+    return torch.kron(c, c).to(dtype)  # [64, 64]: vec(C X C^T) = K vec(X)
+
+
+def _dct_matrix(like: torch.Tensor) -> torch.Tensor:
+    dtype = like.dtype if like.is_floating_point() else torch.float32
+    return _dct_basis_cpu(dtype).to(like.device)
+
+
+def block_dct(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal 2-D DCT-II of every 8x8 block. [..., 8, 8] -> [..., 8, 8] (differentiable)."""
+    k = _dct_matrix(x)
+    return (x.reshape(*x.shape[:-2], 64) @ k.T).reshape(x.shape)
+
+
+def block_idct(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`block_dct`. [..., 8, 8] -> [..., 8, 8] (differentiable)."""
+    k = _dct_matrix(x)
+    return (x.reshape(*x.shape[:-2], 64) @ k).reshape(x.shape)
+
+
+# ---- libjpeg-turbo's accurate integer DCT (jfdctint.c / jidctint.c), CONST_BITS=13, PASS1_BITS=2 ----
+_CONST_BITS = 13
+_PASS1_BITS = 2
+_F0298, _F0390, _F0541, _F0765 = 2446, 3196, 4433, 6270
+_F0899, _F1175, _F1501, _F1847 = 7373, 9633, 12299, 15137
+_F1961, _F2053, _F2562, _F3072 = 16069, 16819, 20995, 25172
+
+
+def _descale(x: torch.Tensor, n: int) -> torch.Tensor:
+    return (x + (1 << (n - 1))) >> n
+
+
+def _odd_part(t4, t5, t6, t7):
+    """Shared odd part of islow; inputs are the four odd-symmetric terms, returns the four products."""
+    z1 = t4 + t7
+    z2 = t5 + t6
+    z3 = t4 + t6
+    z4 = t5 + t7
+    z5 = (z3 + z4) * _F1175
+    t4 = t4 * _F0298
+    t5 = t5 * _F2053
+    t6 = t6 * _F3072
+    t7 = t7 * _F1501
+    z1 = z1 * -_F0899
+    z2 = z2 * -_F2562
+    z3 = z3 * -_F1961 + z5
+    z4 = z4 * -_F0390 + z5
+    return t4 + z1 + z3, t5 + z2 + z4, t6 + z2 + z3, t7 + z1 + z4
+
+
+def _fdct_1d(d: list[torch.Tensor], first_pass: bool) -> list[torch.Tensor]:
+    tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
+    tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
+    tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
+    tmp3, tmp4 = d[3] + d[4], d[3] - d[4]
+    tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
+    tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
+    shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS
+    out = [None] * 8
+    if first_pass:
+        out[0] = (tmp10 + tmp11) << _PASS1_BITS
+        out[4] = (tmp10 - tmp11) << _PASS1_BITS
+    else:
+        out[0] = _descale(tmp10 + tmp11, _PASS1_BITS)
+        out[4] = _descale(tmp10 - tmp11, _PASS1_BITS)
+    z1 = (tmp12 + tmp13) * _F0541
+    out[2] = _descale(z1 + tmp13 * _F0765, shift)
+    out[6] = _descale(z1 - tmp12 * _F1847, shift)
+    o7, o5, o3, o1 = _odd_part(tmp4, tmp5, tmp6, tmp7)
+    out[7], out[5], out[3], out[1] = (_descale(v, shift) for v in (o7, o5, o3, o1))
+    return out
+
+
+def _to_planar(blocks: torch.Tensor) -> torch.Tensor:
+    """[..., 8, 8] -> [8, 8, N] so that each coefficient position is one contiguous vector."""
+    return blocks.reshape(-1, 64).T.contiguous().reshape(8, 8, -1)
+
+
+def _from_planar(planar: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return planar.reshape(64, -1).T.reshape(shape)
+
+
+def fdct_islow(samples: torch.Tensor) -> torch.Tensor:
+    """libjpeg's islow forward DCT. int [..., 8, 8] level-shifted samples -> int32 [..., 8, 8].
+
+    The output is scaled by 8 relative to the orthonormal DCT, as in libjpeg. libjpeg's design
+    keeps every intermediate within 32 bits for 8-bit samples.
+    """
+    x = _to_planar(samples.int())  # [row, col, N]
+    x = torch.stack(_fdct_1d(list(x.unbind(1)), first_pass=True), 1)  # pass 1: along each row
+    x = torch.stack(_fdct_1d(list(x.unbind(0)), first_pass=False), 0)  # pass 2: along each column
+    return _from_planar(x, samples.shape)
+
+
+def _idct_1d(d: list[torch.Tensor], shift: int) -> list[torch.Tensor]:
+    z2, z3 = d[2], d[6]
+    z1 = (z2 + z3) * _F0541
+    tmp2 = z1 - z3 * _F1847
+    tmp3 = z1 + z2 * _F0765
+    tmp0 = (d[0] + d[4]) << _CONST_BITS
+    tmp1 = (d[0] - d[4]) << _CONST_BITS
+    tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
+    tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
+    o0, o1, o2, o3 = _odd_part(d[7], d[5], d[3], d[1])
+    return [
+        _descale(tmp10 + o3, shift), _descale(tmp11 + o2, shift),
+        _descale(tmp12 + o1, shift), _descale(tmp13 + o0, shift),
+        _descale(tmp13 - o0, shift), _descale(tmp12 - o1, shift),
+        _descale(tmp11 - o2, shift), _descale(tmp10 - o3, shift),
+    ]
+
+
+def idct_islow(dequantized: torch.Tensor) -> torch.Tensor:
+    """libjpeg's islow inverse DCT with output level shift and clamping.
+
+    int [..., 8, 8] dequantized coefficients (coef * q) -> int32 samples [..., 8, 8] in 0..255.
+    Valid 8-bit JPEG data keeps every intermediate within 32 bits (libjpeg's INT32 design);
+    absurd coefficients from a corrupt file give clamped garbage, never a crash.
+    """
+    x = _to_planar(dequantized.int().clamp(-(1 << 15), 1 << 15))
+    x = torch.stack(_idct_1d(list(x.unbind(0)), _CONST_BITS - _PASS1_BITS), 0)  # pass 1: columns
+    x = torch.stack(_idct_1d(list(x.unbind(1)), _CONST_BITS + _PASS1_BITS + 3), 1)  # pass 2: rows
+    return _from_planar((x + 128).clamp_(0, 255), dequantized.shape)
