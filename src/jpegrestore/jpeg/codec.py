@@ -31,7 +31,12 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def _int_floor_div(n: torch.Tensor, d: int) -> torch.Tensor:
-    return torch.div(n, d, rounding_mode="floor")
+    """libjpeg's integer ``n // d`` (``>>`` for powers of two) on integer-valued float32.
+
+    Exact: float32 holds these integers (< 2**24) and a correctly rounded quotient of two such
+    integers never crosses an integer boundary.
+    """
+    return torch.floor(n * (1.0 / d) if d & (d - 1) == 0 else n / d)
 
 
 def _check_rounding(rounding: str) -> None:
@@ -140,8 +145,8 @@ def _straight_through(approx: torch.Tensor, exact: torch.Tensor) -> torch.Tensor
 def _sample_planes(images: torch.Tensor, a: _Arith) -> list[torch.Tensor]:
     """[B, C, H, W] in [0, 1] -> C planes [B, H, W] of 8-bit samples (Y, Cb, Cr or gray)."""
     s = images * 255
-    if a.integer:
-        s = torch.floor(s.clamp(0, 255) + 0.5).int()
+    if a.integer:  # integer values held in float32 (exact, see _int_floor_div)
+        s = torch.floor(s.float().clamp(0, 255) + 0.5)
         ycc = colour.rgb_to_ycbcr_fixed(s) if s.shape[1] == 3 else s
     else:
         s = a.clamp255(a.round(s))
@@ -191,9 +196,10 @@ def _quantize(plane: torch.Tensor, q: torch.Tensor, a: _Arith) -> torch.Tensor:
     """[B, H, W] samples, q [B, 1, 1, 8, 8] -> quantized coefficients [B, H/8, W/8, 8, 8]."""
     blocks = dct.image_to_blocks(plane)
     if a.integer:
-        x = dct.fdct_islow(blocks - 128)  # 8x the orthonormal DCT
-        q8 = q.int() * 8
-        return torch.sign(x) * ((x.abs() + q8 // 2) // q8)  # round half away from zero
+        x = dct.fdct_islow(blocks - 128).float()  # 8x the orthonormal DCT, |x| < 2**15
+        q8 = q.float() * 8
+        # libjpeg: sign(x) * ((|x| + 4q) // 8q), exact in float32 (see _int_floor_div).
+        return torch.sign(x) * torch.floor((x.abs() + q8 / 2) / q8)
     return a.quantize(dct.block_dct(blocks - 128) / q)
 
 
@@ -267,14 +273,14 @@ def encode(
 # ----------------------------------------------------------------------------------------- decode
 
 def _decode(coeffs: Coefficients, a: _Arith, dtype: torch.dtype) -> torch.Tensor:
-    """Coefficients -> samples [B, C, H, W] in 0..255 (int64 or float)."""
+    """Coefficients -> samples [B, C, H, W] in 0..255 (integer-valued float32, or float)."""
     height, width = coeffs.size
     planes = []
     for i, c in enumerate(coeffs.components()):
         q = coeffs.qt[:, i, None, None]
         if a.integer:
-            c = c.round().int() if c.is_floating_point() else c.int()
-            samples = dct.idct_islow(c * q.int())
+            c = c.round() if c.is_floating_point() else c
+            samples = dct.idct_islow(c.double() * q.double())
         else:
             samples = a.clamp255(a.round(dct.block_idct(c.to(dtype) * q.to(dtype)) + 128))
         planes.append(dct.blocks_to_plane(samples))
@@ -325,23 +331,35 @@ def decode(coeffs: Coefficients, rounding: str = "ste") -> torch.Tensor:
     return _with_surrogate(rounding, needs_grad, run, _straight_through) / 255
 
 
-def _linear_round_trip(images: torch.Tensor, subsampling: str) -> torch.Tensor:
-    """The codec's straight-through linearization for a round trip, in [0, 1] units.
-
-    With identity gradients at every rounding, quantization followed by dequantization and the
-    orthonormal DCT followed by its inverse cancel, so what remains is the colour conversion and
-    the chroma down- and upsampling. [B, C, H, W] -> [B, C, H, W].
-    """
-    if images.shape[1] == 1:
-        return images
-    height, width = images.shape[-2:]
+def _chroma_resampling(chroma: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """Linearized chroma path of a round trip: pad, average down, upsample, crop. [B, 2, H, W] -> same."""
+    height, width = chroma.shape[-2:]
     h, v = sampling.check_subsampling(subsampling)
-    planes = _component_planes(list(colour.rgb_to_ycbcr(images).unbind(1)), subsampling, _LINEAR)
-    chroma = [
-        sampling.upsample_fancy(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v, _true_div)[:, :height, :width]
-        for p in planes[1:]
-    ]
-    return colour.ycbcr_to_rgb(torch.stack([planes[0][:, :height, :width], *chroma], 1))
+    wp = _ceil_div(width, 8 * h) * 8 * h
+    out = []
+    for c in chroma.unbind(1):
+        c = sampling.downsample(sampling.pad_edge(c, _ceil_div(height, v) * v, wp), h, v, _true_div)
+        c = sampling.upsample_fancy(c[:, :, : _ceil_div(width, h)], h, v, _true_div)
+        out.append(c[:, :height, :width])
+    return torch.stack(out, 1)
+
+
+def _round_trip_adjoint(grad: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """Adjoint of the codec's straight-through linearization for a round trip. [B, C, H, W] -> same.
+
+    With identity gradients at every rounding, quantization with dequantization and the DCT with
+    its inverse cancel; what remains is RGB -> YCbCr, chroma down- and upsampling, YCbCr -> RGB.
+    Luma passes unchanged, so only the chroma part differs from the identity.
+    """
+    if grad.shape[1] == 1 or subsampling == "4:4:4":
+        return grad
+    to_ycc = torch.tensor(colour._RGB_TO_YCC, dtype=grad.dtype, device=grad.device)
+    to_rgb = torch.tensor(colour._YCC_TO_RGB, dtype=grad.dtype, device=grad.device)
+    g_chroma = torch.einsum("ik,bihw->bkhw", to_rgb[:, 1:], grad)  # (YCbCr -> RGB)^T, chroma rows
+    with torch.enable_grad():
+        probe = torch.zeros_like(g_chroma, requires_grad=True)
+        (resampled,) = torch.autograd.grad(_chroma_resampling(probe, subsampling), probe, g_chroma)
+    return grad + torch.einsum("kj,bkhw->bjhw", to_ycc[1:], resampled - g_chroma)
 
 
 class _RoundTripSTE(torch.autograd.Function):
@@ -357,10 +375,7 @@ class _RoundTripSTE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        with torch.enable_grad():
-            probe = torch.zeros_like(grad, requires_grad=True)
-            (grad_in,) = torch.autograd.grad(_linear_round_trip(probe, ctx.subsampling), probe, grad)
-        return grad_in, None, None
+        return _round_trip_adjoint(grad, ctx.subsampling), None, None
 
 
 def compress(

@@ -47,25 +47,31 @@ def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     return _matmul3(centred, _YCC_TO_RGB, (0.0, 0.0, 0.0))
 
 
+# libjpeg's fixed-point colour conversion, evaluated in float32. Every product and partial sum is
+# an integer below 2**24, so float32 holds it exactly and the result equals libjpeg's bit for bit.
+_TO_YCC_FIXED = (
+    (_FIX["0.29900"], _FIX["0.58700"], _FIX["0.11400"]),
+    (-_FIX["0.16874"], -_FIX["0.33126"], _FIX["0.50000"]),
+    (_FIX["0.50000"], -_FIX["0.41869"], -_FIX["0.08131"]),
+)
+# Chroma uses a rounding fudge of 0.5 - epsilon so that 255 cannot overflow (jccolor.c).
+_TO_YCC_OFFSET = (_ONE_HALF, (128 << _SCALE_BITS) + _ONE_HALF - 1, (128 << _SCALE_BITS) + _ONE_HALF - 1)
+_TO_RGB_FIXED = (
+    (0, 0, _FIX["1.40200"]),
+    (0, -_FIX["0.34414"], -_FIX["0.71414"]),
+    (0, _FIX["1.77200"], 0),
+)
+
+
 def rgb_to_ycbcr_fixed(rgb: torch.Tensor) -> torch.Tensor:
-    """libjpeg's integer RGB -> YCbCr (jccolor.c). int [B, 3, H, W] 0..255 -> int32 0..255."""
-    r, g, b = rgb.int().unbind(1)
-    f = _FIX
-    y = (f["0.29900"] * r + f["0.58700"] * g + f["0.11400"] * b + _ONE_HALF) >> _SCALE_BITS
-    # Chroma uses a 0.5-epsilon rounding fudge so 255 cannot overflow.
-    cbcr_offset = (128 << _SCALE_BITS) + _ONE_HALF - 1
-    cb = (-f["0.16874"] * r - f["0.33126"] * g + f["0.50000"] * b + cbcr_offset) >> _SCALE_BITS
-    cr = (f["0.50000"] * r - f["0.41869"] * g - f["0.08131"] * b + cbcr_offset) >> _SCALE_BITS
-    return torch.stack((y, cb, cr), 1)
+    """libjpeg's RGB -> YCbCr (jccolor.c). Integer-valued [B, 3, H, W] 0..255 -> float32 integers 0..255."""
+    s = _matmul3(rgb.float(), _TO_YCC_FIXED, _TO_YCC_OFFSET)
+    return torch.floor(s * (1.0 / (1 << _SCALE_BITS)))
 
 
 def ycbcr_to_rgb_fixed(ycc: torch.Tensor) -> torch.Tensor:
-    """libjpeg's integer YCbCr -> RGB (jdcolor.c), clamped. int [B, 3, H, W] -> int32 0..255."""
-    y, cb, cr = ycc.int().unbind(1)
-    cb = cb - 128
-    cr = cr - 128
-    f = _FIX
-    r = y + ((f["1.40200"] * cr + _ONE_HALF) >> _SCALE_BITS)
-    b = y + ((f["1.77200"] * cb + _ONE_HALF) >> _SCALE_BITS)
-    g = y + ((-f["0.34414"] * cb - f["0.71414"] * cr + _ONE_HALF) >> _SCALE_BITS)
-    return torch.stack((r, g, b), 1).clamp_(0, 255)
+    """libjpeg's YCbCr -> RGB (jdcolor.c), clamped. Integer-valued [B, 3, H, W] -> float32 integers 0..255."""
+    ycc = ycc.float()
+    centred = ycc - torch.tensor((0.0, 128.0, 128.0), device=ycc.device)[None, :, None, None]
+    chroma = _matmul3(centred, _TO_RGB_FIXED, (_ONE_HALF,) * 3)
+    return (ycc[:, :1] + torch.floor(chroma * (1.0 / (1 << _SCALE_BITS)))).clamp_(0, 255)

@@ -122,8 +122,8 @@ def _from_planar(planar: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return planar.reshape(64, -1).T.reshape(shape)
 
 
-def fdct_islow(samples: torch.Tensor) -> torch.Tensor:
-    """libjpeg's islow forward DCT. int [..., 8, 8] level-shifted samples -> int32 [..., 8, 8].
+def fdct_islow_reference(samples: torch.Tensor) -> torch.Tensor:
+    """libjpeg's islow forward DCT written as its butterflies. int [..., 8, 8] level-shifted samples -> int32 [..., 8, 8].
 
     The output is scaled by 8 relative to the orthonormal DCT, as in libjpeg. libjpeg's design
     keeps every intermediate within 32 bits for 8-bit samples.
@@ -152,8 +152,8 @@ def _idct_1d(d: list[torch.Tensor], shift: int) -> list[torch.Tensor]:
     ]
 
 
-def idct_islow(dequantized: torch.Tensor) -> torch.Tensor:
-    """libjpeg's islow inverse DCT with output level shift and clamping.
+def idct_islow_reference(dequantized: torch.Tensor) -> torch.Tensor:
+    """libjpeg's islow inverse DCT written as its butterflies, with output level shift and clamping.
 
     int [..., 8, 8] dequantized coefficients (coef * q) -> int32 samples [..., 8, 8] in 0..255.
     Valid 8-bit JPEG data keeps every intermediate within 32 bits (libjpeg's INT32 design);
@@ -163,3 +163,71 @@ def idct_islow(dequantized: torch.Tensor) -> torch.Tensor:
     x = torch.stack(_idct_1d(list(x.unbind(0)), _CONST_BITS - _PASS1_BITS), 0)  # pass 1: columns
     x = torch.stack(_idct_1d(list(x.unbind(1)), _CONST_BITS + _PASS1_BITS + 3), 1)  # pass 2: rows
     return _from_planar((x + 128).clamp_(0, 255), dequantized.shape)
+
+
+# ---- The same transforms as matrices -------------------------------------------------------------
+# Every output of an islow pass is ONE descale of an integer-linear combination of the pass's
+# inputs, so a pass is an integer 8x8 matrix followed by a per-output rounding shift. The matrices
+# are read off the butterflies above (applied to unit vectors without descaling) and applied with
+# float64 matmuls, which are exact for these magnitudes (< 2**53).
+
+def _linear_part(butterfly, shifts: list[int]) -> torch.Tensor:
+    """Integer matrix A [8 out, 8 in] of a butterfly pass whose descales are disabled."""
+    global _descale
+    saved = _descale
+    _descale = lambda x, n: x  # noqa: E731 - read off the linear part
+    try:
+        eye = torch.eye(8, dtype=torch.int64)
+        cols = butterfly(list(eye.unbind(0)), shifts)
+    finally:
+        _descale = saved
+    return torch.stack(cols, 0)  # cols[k][j] = coefficient of input j in output k
+
+
+def _pass_spec(butterfly, shifts: list[int]):
+    a = _linear_part(butterfly, shifts).double()
+    shift = torch.tensor(shifts, dtype=torch.float64)
+    half = torch.where(shift > 0, 2.0 ** (shift - 1), torch.zeros_like(shift))
+    return a, half, 2.0 ** (-shift)
+
+
+_FDCT_PASS1 = _pass_spec(lambda d, s: _fdct_1d(d, True), [0, 11, 11, 11, 0, 11, 11, 11])
+_FDCT_PASS2 = _pass_spec(lambda d, s: _fdct_1d(d, False), [2, 15, 15, 15, 2, 15, 15, 15])
+_IDCT_PASS1 = _pass_spec(lambda d, s: _idct_1d(d, 0), [11] * 8)
+_IDCT_PASS2 = _pass_spec(lambda d, s: _idct_1d(d, 0), [18] * 8)
+
+
+def _apply_pass(x: torch.Tensor, spec, along_rows: bool) -> torch.Tensor:
+    """One islow pass on float64 blocks [N, 8, 8]: along each row (last dim) or each column."""
+    a, half, scale = (t.to(x.device) for t in spec)
+    if along_rows:
+        y = x @ a.T
+        return torch.floor((y + half) * scale)
+    y = a @ x
+    return torch.floor((y + half[:, None]) * scale[:, None])
+
+
+def fdct_islow(samples: torch.Tensor) -> torch.Tensor:
+    """libjpeg's islow forward DCT. int [..., 8, 8] level-shifted samples -> int32 [..., 8, 8].
+
+    The output is scaled by 8 relative to the orthonormal DCT, as in libjpeg; bit-exact with
+    :func:`fdct_islow_reference`. Float input (integer-valued) gives float output.
+    """
+    x = samples.reshape(-1, 8, 8).double()
+    x = _apply_pass(x, _FDCT_PASS1, along_rows=True)
+    x = _apply_pass(x, _FDCT_PASS2, along_rows=False)
+    return x.to(samples.dtype if samples.is_floating_point() else torch.int32).reshape(samples.shape)
+
+
+def idct_islow(dequantized: torch.Tensor) -> torch.Tensor:
+    """libjpeg's islow inverse DCT with output level shift and clamping.
+
+    Integer-valued [..., 8, 8] dequantized coefficients (coef * q) -> samples [..., 8, 8] in 0..255
+    (float32 for float input, else int32); bit-exact with :func:`idct_islow_reference` for any
+    coefficients a valid 8-bit file can hold, and exact (64-bit, like libjpeg-turbo) beyond.
+    """
+    x = dequantized.reshape(-1, 8, 8).double()
+    x = _apply_pass(x, _IDCT_PASS1, along_rows=False)  # pass 1: columns
+    x = _apply_pass(x, _IDCT_PASS2, along_rows=True)  # pass 2: rows
+    out_dtype = torch.float32 if dequantized.is_floating_point() else torch.int32
+    return (x + 128).clamp_(0, 255).to(out_dtype).reshape(dequantized.shape)
