@@ -1,0 +1,6 @@
+"""Network architectures (plain nn.Modules, configured by constructor arguments)."""
+
+from .discriminators import DCGANDiscriminator
+from .qgac import QGAC, DCTStats
+
+__all__ = ["QGAC", "DCTStats", "DCGANDiscriminator"]
