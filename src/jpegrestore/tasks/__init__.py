@@ -1,0 +1,8 @@
+"""LightningModules, one per training recipe, plus checkpoint helpers (``load_network``)."""
+
+from jpegrestore.tasks.base import RestorationTask
+from jpegrestore.tasks.checkpoint import checkpoint_recipe, load_network
+from jpegrestore.tasks.qgac import QGACGAN, QGACColor, QGACLuma, export_interpolated
+
+__all__ = ["QGACColor", "QGACGAN", "QGACLuma", "RestorationTask", "checkpoint_recipe", "export_interpolated",
+           "load_network"]

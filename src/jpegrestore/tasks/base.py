@@ -1,0 +1,198 @@
+"""Shared behaviour of every training recipe: validation metrics per quality, image grids, optimizer/schedule
+construction from configs, self-describing checkpoints and data-skip reporting.
+
+Batches (after the datamodule's ``on_after_batch_transfer``) are dicts with ``target`` float [B, C, H, W] in
+[0, 1], ``input`` the JPEG-decoded image (same shape), ``quality`` Long[B] in 1..100 and ``coeffs`` a
+``jpeg.Coefficients``; validation batches may also carry ``name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from jpegrestore.tasks.checkpoint import FORMAT_VERSION, METADATA_KEY
+from jpegrestore.tasks.validation import QualityBinnedMean
+from jpegrestore.utils.instantiate import instantiate_object, to_plain
+from jpegrestore.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+METRIC_NAMES = ("psnr", "psnrb", "ssim")
+
+
+def _per_image_metrics(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] pairs in [0, 1] -> [B, 3] columns PSNR, PSNR-B, SSIM (float32, on the input device)."""
+    from jpegrestore import metrics
+
+    return torch.stack([metrics.psnr(pred, target), metrics.psnrb(pred, target), metrics.ssim(pred, target)], 1)
+
+
+def skipped_file_count(datamodule: Any) -> int:
+    """Files the datamodule skipped: ``skipped_files`` ({split: {reason: n}}) or ``skipped`` ({file: reason})."""
+    per_split = getattr(datamodule, "skipped_files", None)
+    if isinstance(per_split, Mapping):
+        return int(sum(sum(reasons.values()) for reasons in per_split.values()))
+    return len(getattr(datamodule, "skipped", None) or {})
+
+
+class RestorationTask(pl.LightningModule):
+    """Base LightningModule: builds ``self.net`` from a ``{"_target_": ..., **kwargs}`` config.
+
+    Subclasses implement ``training_step`` and :meth:`restore`; they may override :meth:`evaluation_views`
+    (e.g. to compare luma only) and set ``recipe`` / ``state_carried_kwargs``.
+
+    Args:
+        network: constructor config of the restoration network (kept verbatim for checkpoints).
+        optimizer: ``{"_target_": "torch.optim.Adam", "lr": ...}``, called with the trainable parameters.
+        scheduler: optional ``{"_target_": "torch.optim.lr_scheduler.StepLR", ...}``, stepped every batch.
+        grid_images: how many validation images go into the logged JPEG / restored / original grid (0: none).
+    """
+
+    recipe: str = "restoration"
+    #: network kwargs whose values live in the state dict (buffers), dropped from the checkpoint spec.
+    state_carried_kwargs: tuple[str, ...] = ()
+    #: prefixes of frozen helper modules (e.g. a VGG inside a loss) that checkpoints need not store.
+    unsaved_prefixes: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        network: Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        grid_images: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)  # init args of the whole class chain
+        self.hparams.update(to_plain(dict(self.hparams)))  # plain containers: checkpoints load weights_only
+        self.network_config: dict[str, Any] = to_plain(network)
+        self.optimizer_config = to_plain(optimizer)
+        self.scheduler_config = to_plain(scheduler)
+        self.grid_images = grid_images
+        self.net: nn.Module = instantiate_object(self.network_config)
+        self.last_validated_step: int | None = None
+        self.val_metrics = QualityBinnedMean([f"{m}{suffix}" for suffix in ("", "_jpeg") for m in METRIC_NAMES])
+
+    # ------------------------------------------------------------------ restoration interface
+
+    def restore(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Restored image for a batch. -> float [B, C, H, W] (C as in :meth:`evaluation_views`)."""
+        raise NotImplementedError
+
+    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        return self.restore(batch)
+
+    def evaluation_views(
+        self, batch: Mapping[str, Any], restored: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(restored, JPEG input, target) in the space the metrics compare, each [B, C, H, W] in [0, 1]."""
+        return restored, batch["input"], batch["target"]
+
+    # ------------------------------------------------------------------ optimizers
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters the main optimizer updates (default: every trainable parameter of ``self.net``)."""
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def build_optimizer(self, config: Mapping[str, Any] | None, params: Iterable[nn.Parameter]) -> dict[str, Any]:
+        """Optimizer (+ per-step scheduler) dict for ``configure_optimizers`` from ``config``."""
+        if config is None:
+            raise ValueError(f"{type(self).__name__} needs an optimizer config (model.optimizer)")
+        optimizer_cfg = dict(config)
+        scheduler_cfg = optimizer_cfg.pop("scheduler", None)
+        optimizer = instantiate_object(optimizer_cfg, list(params))
+        result: dict[str, Any] = {"optimizer": optimizer}
+        if scheduler_cfg is not None:
+            result["lr_scheduler"] = {"scheduler": instantiate_object(scheduler_cfg, optimizer), "interval": "step"}
+        return result
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_config is None:
+            return self.build_optimizer(None, [])
+        config = {**self.optimizer_config, "scheduler": self.scheduler_config}
+        return self.build_optimizer(config, self.trainable_parameters())
+
+    # ------------------------------------------------------------------ validation
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        restored = self.restore(batch).float().clamp(0, 1)
+        restored, jpeg_input, target = self.evaluation_views(batch, restored)
+        values = torch.cat([_per_image_metrics(restored, target), _per_image_metrics(jpeg_input.float(), target)], 1)
+        self.val_metrics.update(batch["quality"], values)
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_image_grid(jpeg_input, restored, target)
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metrics.compute()
+        self.val_metrics.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.last_validated_step = self.global_step
+        for name, value in results.items():
+            self.log(f"val/{name}", value, sync_dist=True, prog_bar=name in ("psnr", "psnr_jpeg"))
+        if "psnr" in results:
+            self.log("val/psnr_gain", results["psnr"] - results["psnr_jpeg"], sync_dist=True)
+
+    def _log_image_grid(self, jpeg_input: torch.Tensor, restored: torch.Tensor, target: torch.Tensor) -> None:
+        """Rows JPEG / restored / original of the first images; to TensorBoard, W&B, or a PNG in the run dir."""
+        n = min(self.grid_images, target.shape[0])
+        if n == 0 or self.global_rank != 0:
+            return
+        from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+        from torchvision.utils import make_grid, save_image
+
+        rows = torch.cat([jpeg_input[:n].float(), restored[:n].float(), target[:n].float()]).clamp(0, 1)
+        grid = make_grid(rows.detach().cpu(), nrow=n, padding=2, pad_value=1.0)
+        tag, step = "val/jpeg_restored_original", self.global_step
+        logged = False
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(tag, grid, step)
+                logged = True
+            elif isinstance(logger, WandbLogger):
+                hwc = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+                logger.log_image(key=tag, images=[hwc], step=step)
+                logged = True
+        if not logged:
+            out = Path(self.trainer.default_root_dir) / "images" / f"val_step{step:07d}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_image(grid, out)
+
+    # ------------------------------------------------------------------ data reporting
+
+    def on_train_epoch_end(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "skip_summary"):
+            return
+        log.info("epoch %d data: %s", self.current_epoch, datamodule.skip_summary())
+        self.log("data/skipped_files", float(skipped_file_count(datamodule)), sync_dist=True, reduce_fx="max")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def network_spec(self) -> dict[str, Any]:
+        """``{"_target_": ..., **kwargs}`` that rebuilds ``self.net`` (weights come from the state dict)."""
+        return {k: v for k, v in self.network_config.items() if k not in self.state_carried_kwargs}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[METADATA_KEY] = {
+            "format": FORMAT_VERSION,
+            "recipe": self.recipe,
+            "network": self.network_spec(),
+            "state_dict_prefix": "net.",
+        }
+        if self.unsaved_prefixes:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith(self.unsaved_prefixes)]:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.unsaved_prefixes:  # frozen helpers were not saved: keep the ones built in __init__
+            state = checkpoint["state_dict"]
+            for key, value in self.state_dict().items():
+                if key.startswith(self.unsaved_prefixes):
+                    state.setdefault(key, value)

@@ -1,0 +1,86 @@
+"""The body of ``train.py``: build datamodule, model, callbacks, loggers and trainer from a composed config,
+fit, and report the held-out PSNR of JPEG vs the model per quality."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from jpegrestore.utils import get_logger, instantiate_callbacks, instantiate_loggers, register_resolvers
+
+log = get_logger(__name__)
+_QUALITY_KEY = re.compile(r"^val/psnr_q(\d+)$")
+
+
+def quality_table(metrics: dict[str, Any]) -> list[tuple[int, float, float]]:
+    """(quality, JPEG PSNR, model PSNR) for every quality with both ``val/psnr_jpeg_qN`` and ``val/psnr_qN``."""
+    rows = []
+    for key, value in metrics.items():
+        match = _QUALITY_KEY.match(key)
+        jpeg_key = f"val/psnr_jpeg_q{match.group(1)}" if match else None
+        if match and jpeg_key in metrics:
+            rows.append((int(match.group(1)), float(metrics[jpeg_key]), float(value)))
+    return sorted(rows)
+
+
+def format_results(metrics: dict[str, Any], step: int) -> str:
+    """Human-readable table of :func:`quality_table` (PSNR in dB over the validation images)."""
+    rows = quality_table(metrics)
+    if not rows:
+        return "no validation metrics were logged"
+    lines = [f"Held-out (val) PSNR after {step} steps, dB:", "   QF    JPEG   model    gain"]
+    lines += [f"  {q:3d}  {j:6.2f}  {m:6.2f}  {m - j:+6.2f}" for q, j, m in rows]
+    return "\n".join(lines)
+
+
+def _scalars(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, (torch.Tensor, float, int))}
+
+
+@rank_zero_only
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """Instantiate (datamodule, model, trainer) from a composed ``train.yaml`` config."""
+    register_resolvers()
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers:  # Lightning refuses an LR monitor without a logger
+        dropped = [c for c in callbacks if isinstance(c, LearningRateMonitor)]
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        if dropped:
+            log.warning("no logger configured: the learning-rate monitor is disabled")
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (resuming from ``cfg.ckpt_path`` if set), print the PSNR table, return the final metrics."""
+    datamodule, model, trainer = build(cfg)
+    log.info("run directory: %s", trainer.default_root_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = _scalars(trainer.callback_metrics)
+    last_validated = getattr(model, "last_validated_step", None)
+    if cfg.get("validate_after_fit", True) and last_validated != trainer.global_step and not trainer.fast_dev_run:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+        metrics.update(_scalars(trainer.callback_metrics))
+    _print(format_results(metrics, trainer.global_step))
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and getattr(checkpoint, "dirpath", None):
+        _print(f"checkpoints: {checkpoint.dirpath} (best: {checkpoint.best_model_path or 'none'})")
+    return metrics
