@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv train test test-slow bench demo sweep-qf clean
+.PHONY: venv train test test-slow bench evaluate sweep-qf clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/jpeg_op.py
 
-demo: $(STAMP)
-	$(PY) -m jpegrestore.demo
+# make evaluate CKPT=logs/.../last.ckpt  (plain JPEG when CKPT is empty)
+evaluate: $(STAMP)
+	$(PY) evaluate.py $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+
+# make sweep-qf CKPT=... DATA=/path/to/images  (qualities 5..95; plain JPEG when CKPT is empty)
+sweep-qf: $(STAMP)
+	$(PY) scripts/sweep_qf.py $(if $(CKPT),ckpt=$(CKPT)) $(if $(DATA),data.source=$(DATA)) $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

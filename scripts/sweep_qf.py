@@ -1,0 +1,28 @@
+"""Sweep JPEG quality 5..95: evaluate a checkpoint (or plain JPEG) and plot metrics against quality and rate.
+
+    python scripts/sweep_qf.py ckpt=logs/.../checkpoints/last.ckpt data.source=/data/LIVE1
+    make sweep-qf CKPT=logs/.../last.ckpt DATA=/data/LIVE1
+
+Writes sweep.csv, psnr/ssim/lpips_vs_quality.png, psnr_gain_vs_quality.png and rate_distortion_psnr_bpp.png
+(plus the evaluation's metrics.csv, metrics.json and summary.md) into logs/sweep_qf/runs/<timestamp>/.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sweep_qf")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from jpegrestore.evaluation.sweep import run_sweep
+
+    output_dir = HydraConfig.get().runtime.output_dir
+    result = run_sweep(cfg, output_dir)
+    print(result.files["summary"].read_text())
+    for key in ("sweep_csv", "psnr", "ssim", "lpips", "gain", "rate_distortion"):
+        print(f"{key}: {result.files[key]}")
+
+
+if __name__ == "__main__":
+    main()

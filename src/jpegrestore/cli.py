@@ -1,0 +1,147 @@
+"""The ``jpegrestore`` command.
+
+    jpegrestore restore photo.jpg more/*.jpg -o restored/ --ckpt last.ckpt [--tile 512] [--project] [--device cuda]
+    jpegrestore restore photo.jpg -o photo.png --ckpt last.ckpt
+    jpegrestore weights            # which pretrained weight files are found, and where they were looked for
+
+``restore`` reads each file's own quantization tables and coefficients (any quality or custom table;
+grayscale, 4:4:4, 4:2:2, 4:2:0; baseline or progressive), restores it (tiled when larger than ``--tile``)
+and writes an 8-bit PNG with the same stem. Networks that do not handle a file's chroma layout (QGAC
+and 4:2:2) get the decoded image re-encoded exactly at 4:4:4 with the file's tables, with a warning.
+``--project`` makes every output consistent with its input: re-encoding the PNG with the file's tables
+and subsampling gives back the file's coefficients. Without ``--ckpt`` files are only decoded (libjpeg).
+Unreadable files are reported on stderr by name; the others are still restored; exit status 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "jpegrestore"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="JPEG restoration: restore files, inspect weights.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    restore = commands.add_parser("restore", help="restore JPEG files to PNG with a trained network")
+    restore.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="JPEG files")
+    restore.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
+                         help="output directory (created), or a .png file for a single input")
+    restore.add_argument("--ckpt", type=Path, default=None,
+                         help="checkpoint of any jpegrestore recipe; without it files are only decoded")
+    restore.add_argument("--tile", type=int, default=512,
+                         help="restore images larger than this in tiles of this many pixels (multiple of 16; 0: never)")
+    restore.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in pixels")
+    restore.add_argument("--project", action="store_true",
+                         help="make each output consistent with its input's coefficients (jpeg.project)")
+    restore.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    commands.add_parser("weights", help="list pretrained weight files and whether they are found")
+    return parser
+
+
+def _error(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _output_paths(inputs: Sequence[Path], output: Path) -> list[Path]:
+    """One PNG per input: ``output`` itself for a single input ending in .png, else ``output/<stem>.png``.
+
+    Inputs sharing a stem get ``_1``, ``_2``, ... appended so no output is overwritten.
+    """
+    if output.suffix.lower() == ".png":
+        if len(inputs) != 1:
+            raise ValueError(f"-o {output} names one PNG file but {len(inputs)} inputs were given; pass a directory")
+        return [output]
+    taken: set[str] = set()
+    paths = []
+    for path in inputs:
+        stem, n = path.stem, 0
+        while stem in taken:
+            n += 1
+            stem = f"{path.stem}_{n}"
+        taken.add(stem)
+        paths.append(output / f"{stem}.png")
+    return paths
+
+
+def _build_method(args: argparse.Namespace):
+    from jpegrestore.evaluation.methods import CheckpointMethod, JPEGDecode
+
+    if args.tile:
+        from jpegrestore.evaluation.tiling import check_tiling
+
+        check_tiling(args.tile, args.tile_overlap)
+    if args.ckpt is None:
+        _error("warning: no --ckpt given; files are only decoded")
+        return JPEGDecode()
+    return CheckpointMethod(args.ckpt, device=args.device, tile=args.tile or None, tile_overlap=args.tile_overlap)
+
+
+def restore_file(method, source: Path, target: Path, project: bool, device) -> None:
+    """Restore one JPEG file into a PNG. Raises OSError/ValueError (naming the file) when it cannot."""
+    import torch
+
+    from jpegrestore import jpeg
+    from jpegrestore.evaluation.grids import save_png
+
+    coeffs = jpeg.read(source).to(device)
+    with torch.no_grad():
+        jpeg_image = jpeg.decode(coeffs, rounding="exact")
+        restored = method(coeffs, jpeg_image).to(device, torch.float32).clamp(0, 1)
+        if restored.shape != jpeg_image.shape:
+            raise ValueError(f"{source}: restored shape {tuple(restored.shape)} != JPEG {tuple(jpeg_image.shape)}")
+        if project:
+            restored = jpeg.project(restored, coeffs)
+    save_png(restored[0], target)
+
+
+def restore(args: argparse.Namespace) -> int:
+    """The ``restore`` command; returns the exit status."""
+    from tqdm.auto import tqdm
+
+    from jpegrestore.evaluation.methods import resolve_device
+
+    try:
+        targets = _output_paths(args.inputs, args.output)
+        device = resolve_device(args.device)
+        method = _build_method(args)
+    except (OSError, ValueError) as error:
+        _error(f"error: {error}")
+        return 1
+    targets[0].parent.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    bar = tqdm(list(zip(args.inputs, targets)), desc="restore", unit="file",
+               disable=args.quiet or len(targets) == 1)
+    for source, target in bar:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                restore_file(method, source, target, args.project, device)
+            except (OSError, ValueError, RuntimeError) as error:
+                failed += 1
+                text = str(error)
+                _error(f"error: {text}" if str(source) in text else f"error: {source}: {text}")
+        for warning in caught:
+            _error(f"warning: {source}: {warning.message}")
+    bar.close()
+    if failed:
+        _error(f"{failed} of {len(targets)} file(s) failed; the others were written to {targets[0].parent}")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jpegrestore`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "weights":
+        from jpegrestore.weights import format_status
+
+        print(format_status())
+        return 0
+    return restore(args)

@@ -1,0 +1,168 @@
+"""Restoration methods behind one interface, so every method reports through the same evaluation.
+
+A method is any callable ``restore(coeffs: jpeg.Coefficients, jpeg_image: Tensor) -> Tensor`` that
+returns the restored image [B, C, H, W] in [0, 1] (C as in ``jpeg_image``: 3, or 1 for grayscale), with
+a ``name`` attribute for tables. ``coeffs`` are the exact quantized coefficients of the JPEG and
+``jpeg_image`` its libjpeg decoding. Sampler-based methods (DDRM-JPEG, CODiff, ...) plug in as a
+class with that call signature, named by ``_target_`` in a ``conf/method/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from jpegrestore import jpeg
+from jpegrestore.evaluation.tiling import restore_tiled
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class RestorationMethod(Protocol):
+    """``method(coeffs, jpeg_image) -> restored [B, C, H, W] in [0, 1]``; ``method.name`` labels it."""
+
+    name: str
+
+    def __call__(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor) -> Tensor: ...
+
+
+class JPEGDecode:
+    """The baseline: plain libjpeg decoding (returns ``jpeg_image`` unchanged)."""
+
+    name = "jpeg"
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def __call__(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor) -> Tensor:
+        return jpeg_image
+
+
+def supported_subsamplings(network: nn.Module) -> tuple[str, ...]:
+    """Chroma layouts a network restores: its ``supported_subsampling`` attribute, else QGAC's
+    ("4:4:4", "4:2:0"), else all three."""
+    declared = getattr(network, "supported_subsampling", None)
+    if declared is not None:
+        return tuple(declared)
+    from jpegrestore.nn.qgac import QGAC
+
+    if isinstance(network, QGAC):
+        return ("4:4:4", "4:2:0")
+    return tuple(jpeg.SUBSAMPLING_FACTORS)
+
+
+def as_supported_layout(coeffs: jpeg.Coefficients, jpeg_image: Tensor, supported: tuple[str, ...]) -> jpeg.Coefficients:
+    """Coefficients a network can take: unchanged when their layout is supported (or grayscale); otherwise
+    the decoded image re-encoded exactly at 4:4:4 (or 4:2:0) with the file's own tables.
+
+    Re-encoding quantizes the upsampled chroma once more with the file's chroma table, so the network
+    sees a JPEG of the same quality in a layout it knows. Projection with the original coefficients
+    (``--project``) still makes the result consistent with the real file.
+    """
+    if coeffs.cb is None or coeffs.subsampling in supported:
+        return coeffs
+    target = "4:4:4" if "4:4:4" in supported else supported[0]
+    warnings.warn(
+        f"this network does not restore {coeffs.subsampling} colour; restoring the decoded image re-encoded "
+        f"as {target} with the file's quantization tables",
+        stacklevel=2,
+    )
+    return jpeg.encode(jpeg_image.float(), tables=coeffs.qt, subsampling=target, rounding="exact")
+
+
+class NetworkMethod:
+    """A trained restoration network (``forward(coeffs) -> image`` on a 0..1 scale), tiled for large images.
+
+    Args:
+        network: the module (moved to ``device``, put in eval mode).
+        name: label in tables.
+        device: where to run ("cpu", "cuda", "cuda:1", or "auto").
+        tile: tile size in pixels (multiple of 16) above which images are tiled; None/0: never tile.
+        tile_overlap: overlap of neighbouring tiles in pixels (a multiple of 16 recommended).
+    """
+
+    def __init__(self, network: nn.Module, name: str = "model", device: str | torch.device = "cpu",
+                 tile: int | None = 512, tile_overlap: int = 32) -> None:
+        self.device = resolve_device(device)
+        self.network = network.to(self.device).eval()
+        self.name = name
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.supported = supported_subsamplings(network)
+
+    def _restore_tile(self, coeffs: jpeg.Coefficients) -> Tensor:
+        return self.network(coeffs).float()
+
+    @torch.no_grad()
+    def __call__(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor) -> Tensor:
+        """[B, C, H, W] in [0, 1] on the network's device."""
+        coeffs = as_supported_layout(coeffs.to(self.device), jpeg_image.to(self.device), self.supported)
+        restored = restore_tiled(self._restore_tile, coeffs, self.tile, self.tile_overlap)
+        if restored.shape[1] != jpeg_image.shape[1]:
+            raise ValueError(
+                f"{self.name} returned {restored.shape[1]} channels for a {jpeg_image.shape[1]}-channel JPEG"
+            )
+        return restored.clamp(0, 1)
+
+
+class CheckpointMethod(NetworkMethod):
+    """The network stored in a jpegrestore checkpoint, rebuilt from the checkpoint alone (``load_network``)."""
+
+    def __init__(self, ckpt: str | Path | None = None, name: str | None = None, device: str | torch.device = "cpu",
+                 tile: int | None = 512, tile_overlap: int = 32) -> None:
+        if not ckpt:
+            raise ValueError("method=checkpoint needs a checkpoint: pass ckpt=PATH")
+        from jpegrestore.tasks.checkpoint import checkpoint_recipe, load_network
+
+        network = load_network(ckpt, map_location="cpu")
+        label = name or checkpoint_recipe(ckpt)
+        log.info("loaded %s (%s) from %s", type(network).__name__, label, ckpt)
+        super().__init__(network, label, device, tile, tile_overlap)
+        self.ckpt = str(ckpt)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """"auto"/None -> cuda when available else cpu; other values as torch.device (ValueError if unusable)."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (use device=cpu)")
+    return resolved
+
+
+def build_method(
+    config: object | None, ckpt: str | Path | None = None, device: str | torch.device = "auto",
+    tile: int | None = 512, tile_overlap: int = 32,
+) -> RestorationMethod:
+    """A method from its config (``{_target_: ..., **kwargs}``); ``None``, ``{}`` or ``{name: auto}`` picks
+    the checkpoint's network when ``ckpt`` is given and plain JPEG decoding otherwise.
+
+    ValueError when the built object lacks the ``restore(coeffs, jpeg_image)`` call or a ``name``.
+    """
+    from jpegrestore.utils.instantiate import instantiate_object, to_plain
+
+    spec = to_plain(config) if config is not None else {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"method config must be a mapping with _target_, got {spec!r}")
+    if not spec.get("_target_"):
+        if spec.get("name", "auto") != "auto":
+            raise ValueError(f"method config {spec!r} needs a _target_ (or name: auto)")
+        if ckpt:
+            return CheckpointMethod(ckpt, device=device, tile=tile, tile_overlap=tile_overlap)
+        return JPEGDecode()
+    method = instantiate_object(spec)
+    if not callable(method) or not isinstance(getattr(method, "name", None), str):
+        raise ValueError(
+            f"method {spec['_target_']!r} must be callable as restore(coeffs, jpeg_image) and have a str name"
+        )
+    return method

@@ -1,0 +1,286 @@
+"""The evaluation: same images, same compression (exact libjpeg-turbo via ``jpeg.encode/decode``), same
+metrics and one table for every method.
+
+For each quality and image: ``coeffs = jpeg.encode(x, q, rounding="exact")``, ``jpeg_image =
+jpeg.decode(coeffs, rounding="exact")``, ``restored = method(coeffs, jpeg_image)``; per-image metrics of
+both against the original go to metrics.csv / metrics.json, means per quality to summary.md, and a
+few comparison panels to comparisons/*.png.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from jpegrestore import jpeg
+from jpegrestore.evaluation import tables
+from jpegrestore.evaluation.grids import save_comparison
+from jpegrestore.metrics import metric_label
+from jpegrestore.evaluation.methods import JPEGDecode, RestorationMethod, build_method, resolve_device
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS = ("psnr", "ssim", "psnrb", "psnr_y", "ssim_y", "psnrb_y", "lpips_alex", "dists", "consistency", "bpp")
+DEFAULT_QUALITIES = (5, 10, 20, 30, 40, 50)
+
+
+@dataclass
+class EvaluationResult:
+    """Per-image rows, means {method: {quality: {metric: value}}}, metric status and written files."""
+
+    rows: list[dict[str, Any]]
+    means: dict[str, dict[int, dict[str, float]]]
+    status: dict[str, str]
+    method: str
+    files: dict[str, Path] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def check_qualities(qualities: Sequence[int]) -> list[int]:
+    """Sorted unique ints in 1..100; ValueError naming the key ``qf`` otherwise."""
+    values = list(qualities) if isinstance(qualities, Sequence) and not isinstance(qualities, str) else [qualities]
+    if not values:
+        raise ValueError("qf must list at least one JPEG quality, e.g. qf=[10,20]")
+    for q in values:
+        if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= 100:
+            raise ValueError(f"qf entries must be ints in 1..100, got {q!r}")
+    return sorted(set(values))
+
+
+def eval_source(data: Mapping[str, Any] | str | None):
+    """The image source of the evaluation: ``data.source``, else ``data.test_source``, else ``data.val_source``.
+
+    Accepts "sample" (the sample test split: astronaut, camera), "sample:<split>", a folder path, or a
+    ``{_target_: ...}`` source config (e.g. HFSource).
+    """
+    from jpegrestore.data import resolve_source
+
+    if isinstance(data, str) or data is None:
+        spec = data or "sample"
+    else:
+        spec = next((data.get(k) for k in ("source", "test_source", "val_source") if data.get(k)), None)
+        if spec is None:
+            raise ValueError("no evaluation images: set data.source=/path/to/folder (or data.test_source)")
+    return resolve_source(spec, "test")
+
+
+def iterate_images(source, max_images: int | None, skipped: list[str]) -> Iterator[tuple[str, Tensor]]:
+    """(name, float [1, 3, H, W] in [0, 1]) for each usable image; unusable ones are logged and recorded."""
+    from jpegrestore.data import BadImageError, load_rgb
+
+    count = len(source) if max_images is None else min(len(source), int(max_images))
+    for index in range(count):
+        try:
+            array = load_rgb(source, index)
+        except BadImageError as error:
+            log.warning("skipping %s", error)
+            skipped.append(str(error))
+            continue
+        image = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 255
+        yield source.name(index), image
+
+
+def _batches(items: Iterator[tuple[str, Tensor]], batch_size: int) -> Iterator[tuple[list[str], Tensor]]:
+    """Group consecutive images of equal size into batches of at most ``batch_size``."""
+    names: list[str] = []
+    images: list[Tensor] = []
+    for name, image in items:
+        if images and (len(images) == batch_size or image.shape != images[0].shape):
+            yield names, torch.cat(images)
+            names, images = [], []
+        names.append(name)
+        images.append(image)
+    if images:
+        yield names, torch.cat(images)
+
+
+def _safe_stem(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).with_suffix("").as_posix())
+
+
+class Evaluator:
+    """Runs one method and the JPEG baseline over a source at several qualities and writes the report.
+
+    Args:
+        method: a :class:`RestorationMethod` (``JPEGDecode`` alone reports the baseline only).
+        metrics: metric names for :class:`jpegrestore.metrics.MetricSuite` ("fid" is computed per quality).
+        qualities: JPEG qualities.
+        subsampling: chroma subsampling of the compression.
+        device: where images, coefficients and metrics live.
+        comparisons: number of leading images that get comparison panels (at every quality).
+    """
+
+    def __init__(
+        self, method: RestorationMethod, metrics: Sequence[str] = DEFAULT_METRICS,
+        qualities: Sequence[int] = DEFAULT_QUALITIES, subsampling: str = "4:2:0", device: str = "auto",
+        y_convention: str = "jfif", crop_border: int = 0, weight_paths: Mapping[str, str] | None = None,
+        batch_size: int = 1, comparisons: int = 2, progress: bool = True,
+    ) -> None:
+        from jpegrestore.metrics import MetricSuite
+
+        if subsampling not in jpeg.SUBSAMPLING_FACTORS:
+            raise ValueError(f"subsampling must be one of {list(jpeg.SUBSAMPLING_FACTORS)}, got {subsampling!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.method = method
+        self.baseline_only = isinstance(method, JPEGDecode)
+        self.method_name = tables.JPEG if self.baseline_only else (method.name if method.name != tables.JPEG else "model")
+        self.qualities = check_qualities(qualities)
+        self.subsampling = subsampling
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        self.comparisons = int(comparisons)
+        self.progress = progress
+        self.y_convention = y_convention
+        names = list(dict.fromkeys(metrics))
+        per_image = [n for n in names if n != "fid"]
+        kwargs = dict(y_convention=y_convention, crop_border=crop_border, subsampling=subsampling,
+                      weight_paths=weight_paths)
+        self.metric_names = names
+        self.suite = MetricSuite(per_image, **kwargs).to(self.device) if per_image else None
+        sides = [tables.JPEG] + ([] if self.baseline_only else [self.method_name])
+        self.fid = {s: MetricSuite(["fid"], **kwargs).to(self.device) for s in sides} if "fid" in names else {}
+        self.status = dict(self.suite.status if self.suite else {})
+        if self.fid:
+            self.status["fid"] = self.fid[tables.JPEG].status["fid"]
+
+    # ------------------------------------------------------------------ one batch
+
+    def _measure(self, side: str, pred: Tensor, target: Tensor, quality: int) -> list[dict[str, float]]:
+        values = self.suite.per_image(pred, target, quality=quality) if self.suite else {}
+        if side in self.fid and self.status.get("fid") == "ok":
+            self.fid[side].update(pred, target)
+        host = {k: v.detach().double().cpu().tolist() for k, v in values.items()}
+        return [{k: host[k][i] for k in host} for i in range(pred.shape[0])]
+
+    @torch.no_grad()
+    def evaluate_batch(self, names: list[str], target: Tensor, quality: int) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
+        """Rows for one batch [B, C, H, W] at one quality, and the images (jpeg, restored) for panels."""
+        target = target.to(self.device)
+        coeffs = jpeg.encode(target, quality=quality, subsampling=self.subsampling, rounding="exact")
+        jpeg_image = jpeg.decode(coeffs, rounding="exact")
+        rows = []
+        for name, values in zip(names, self._measure(tables.JPEG, jpeg_image, target, quality)):
+            rows.append({"image": name, "quality": quality, "method": tables.JPEG, **values})
+        images = {"jpeg": jpeg_image, "target": target}
+        if self.baseline_only:
+            return rows, images
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        restored = self.method(coeffs, jpeg_image).to(self.device, torch.float32).clamp(0, 1)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = (time.perf_counter() - start) / len(names)
+        if restored.shape != target.shape:
+            raise ValueError(f"method {self.method_name} returned {tuple(restored.shape)} for {tuple(target.shape)}")
+        for name, values in zip(names, self._measure(self.method_name, restored, target, quality)):
+            rows.append({"image": name, "quality": quality, "method": self.method_name, **values, "seconds": seconds})
+        images["restored"] = restored
+        return rows, images
+
+    # ------------------------------------------------------------------ whole run
+
+    def run(self, source, output_dir: str | Path, max_images: int | None = None,
+            header: Sequence[str] = ()) -> EvaluationResult:
+        """Evaluate every image of ``source`` at every quality and write the report into ``output_dir``."""
+        from tqdm.auto import tqdm
+
+        out = Path(output_dir)
+        (out / "comparisons").mkdir(parents=True, exist_ok=True)
+        total = len(source) if max_images is None else min(len(source), int(max_images))
+        rows: list[dict[str, Any]] = []
+        set_metrics: dict[str, dict[int, float | str]] = {}
+        skipped: list[str] = []
+        bar = tqdm(total=total * len(self.qualities), desc=f"evaluate {self.method_name}", unit="img",
+                   disable=not self.progress)
+        for qi, quality in enumerate(self.qualities):
+            for suite in self.fid.values():
+                suite.reset()
+            seen = 0
+            found = iterate_images(source, max_images, skipped if qi == 0 else [])
+            for names, batch in _batches(found, self.batch_size):
+                batch_rows, images = self.evaluate_batch(names, batch, quality)
+                rows.extend(batch_rows)
+                for i, name in enumerate(names):
+                    if seen + i < self.comparisons:
+                        self._save_panel(out, name, quality, images, i)
+                seen += len(names)
+                bar.update(len(names))
+            for side, suite in self.fid.items():
+                set_metrics.setdefault(side, {})[quality] = suite.compute()["fid"]
+        bar.close()
+        if not rows:
+            raise ValueError(f"no usable images in {getattr(source, 'where', source)} ({len(skipped)} skipped)")
+        return self._report(out, rows, set_metrics, skipped, header)
+
+    def _save_panel(self, out: Path, name: str, quality: int, images: dict[str, Tensor], i: int) -> None:
+        restored = images.get("restored")
+        labels = [f"JPEG q{quality}"] + ([] if restored is None else [self.method_name]) + ["original"]
+        path = out / "comparisons" / f"{_safe_stem(name)}_q{quality}.png"
+        save_comparison(path, images["jpeg"][i], None if restored is None else restored[i], images["target"][i], labels)
+
+    def _report(self, out: Path, rows: list[dict[str, Any]], set_metrics: dict[str, dict[int, Any]],
+                skipped: list[str], header: Sequence[str]) -> EvaluationResult:
+        available = [n for n in self.metric_names if n != "fid" and self.status.get(n) == "ok"]
+        means = tables.means(rows, available)
+        for side, per_quality in set_metrics.items():
+            for quality, value in per_quality.items():
+                if isinstance(value, float):
+                    means.setdefault(side, {}).setdefault(quality, {})["fid"] = value
+        status = dict(self.status)
+        if "fid" in status and status["fid"] == "ok" and not any(
+                isinstance(v, float) for q in set_metrics.values() for v in q.values()):
+            status["fid"] = next(str(v) for q in set_metrics.values() for v in q.values())
+        header = [
+            f"method: {self.method_name}", *header,
+            f"compression: jpeg.encode/decode, rounding=exact (identical to libjpeg-turbo), {self.subsampling}",
+            f"qualities: {self.qualities}",
+            *( [f"skipped images: {len(skipped)}"] if skipped else []),
+        ]
+        files = {"csv": out / "metrics.csv", "json": out / "metrics.json", "summary": out / "summary.md"}
+        tables.write_csv(files["csv"], rows, available, self.y_convention)
+        info = {
+            "method": self.method_name, "qualities": self.qualities, "subsampling": self.subsampling,
+            "y_convention": self.y_convention, "metric_status": status, "header": header, "skipped": skipped,
+            "metric_labels": {n: metric_label(n, self.y_convention) for n in self.metric_names},
+        }
+        tables.write_json(files["json"], info, rows, means)
+        files["summary"].write_text(
+            tables.summary_markdown(means, self.metric_names, status, self.y_convention, self.method_name, header)
+        )
+        return EvaluationResult(rows, means, status, self.method_name, files, skipped)
+
+
+def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> EvaluationResult:
+    """Run the evaluation described by a composed ``conf/evaluate.yaml`` and write it to ``output_dir``.
+
+    Only the keys used here are resolved, so a config composed outside a Hydra run works too.
+    """
+    from jpegrestore.utils.instantiate import to_plain
+
+    def get(key: str, default: Any = None) -> Any:
+        value = cfg.get(key, default)
+        return default if value is None and default is not None else to_plain(value)
+
+    ckpt = get("ckpt")
+    method = build_method(cfg.get("method"), ckpt, get("device", "auto"), get("tile"), int(get("tile_overlap", 32)))
+    source = eval_source(cfg.get("data"))
+    evaluator = Evaluator(
+        method, metrics=get("metrics", list(DEFAULT_METRICS)), qualities=get("qf", list(DEFAULT_QUALITIES)),
+        subsampling=get("subsampling", "4:2:0"), device=get("device", "auto"),
+        y_convention=get("y_convention", "jfif"), crop_border=int(get("crop_border", 0)),
+        weight_paths=get("weights") or None, batch_size=int(get("batch_size", 1)),
+        comparisons=int(get("comparisons", 2)), progress=bool(get("progress", True)),
+    )
+    header = [f"data: {getattr(source, 'where', source)} ({len(source)} images)"]
+    if ckpt:
+        header.insert(0, f"checkpoint: {ckpt}")
+    return evaluator.run(source, output_dir, get("max_images"), header)

@@ -1,0 +1,158 @@
+"""evaluate.py: the JPEG baseline on the sample set, a checkpoint rebuilt from itself, the report files."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+
+from jpegrestore import jpeg
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_QGAC = dict(block_channels=8, freq_channels=64, color_channels=[4, 8], cfm_hidden=4, inner_channels=4,
+                 fusion_width=1)
+
+
+def _tiny_checkpoint(path: Path):
+    """A checkpoint laid out as the training tasks write it; returns (path, network)."""
+    from jpegrestore.nn.qgac import QGAC
+
+    torch.manual_seed(0)
+    net = QGAC(**TINY_QGAC).eval()
+    torch.save({
+        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+        "jpegrestore": {"format": 1, "recipe": "tiny_qgac", "state_dict_prefix": "net.",
+                        "network": {"_target_": "jpegrestore.nn.qgac.QGAC", **TINY_QGAC}},
+    }, path)
+    return path, net
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=overrides)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """Two small PNGs (one with an odd size) cut from scikit-image photos."""
+    import skimage.data
+
+    folder = tmp_path_factory.mktemp("images")
+    Image.fromarray(skimage.data.astronaut()[80:160, 200:296]).save(folder / "a.png")
+    Image.fromarray(skimage.data.coffee()[100:171, 150:251]).save(folder / "b.png")
+    return folder
+
+
+def test_evaluate_py_jpeg_baseline_on_the_sample_set(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "method=jpeg", "qf=[10,40]", "progress=false", f"hydra.run.dir={out}"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("metrics.csv", "metrics.json", "summary.md"):
+        assert (out / name).is_file(), name
+    panels = sorted(p.name for p in (out / "comparisons").glob("*.png"))
+    assert panels == ["astronaut_q10.png", "astronaut_q40.png", "camera_q10.png", "camera_q40.png"]
+    with Image.open(out / "comparisons" / "astronaut_q10.png") as panel:
+        assert panel.width > 2 * 512 and panel.height > 512
+
+    rows = _read_csv(out / "metrics.csv")
+    assert [(r["image"], r["quality"], r["method"]) for r in rows] == [
+        ("astronaut", "10", "jpeg"), ("camera", "10", "jpeg"), ("astronaut", "40", "jpeg"), ("camera", "40", "jpeg")]
+    assert {r["y_convention"] for r in rows} == {"Y (JFIF full range)"}
+    assert "lpips_alex" not in rows[0]  # unavailable here: no weights; reported instead
+    # independent reference: libjpeg through Pillow (4:2:0) and scikit-image's PSNR
+    import skimage.data
+
+    for row in rows:
+        original = getattr(skimage.data, row["image"])()
+        original = original if original.ndim == 3 else np.repeat(original[..., None], 3, 2)
+        buffer = io.BytesIO()
+        Image.fromarray(original).save(buffer, format="JPEG", quality=int(row["quality"]), subsampling=2)
+        decoded = np.asarray(Image.open(buffer).convert("RGB"))
+        assert float(row["psnr"]) == pytest.approx(peak_signal_noise_ratio(original, decoded), abs=1e-3)
+        assert float(row["bpp"]) == pytest.approx(8 * len(buffer.getvalue()) / original.shape[0] / original.shape[1])
+
+    summary = (out / "summary.md").read_text()
+    assert "Y (JFIF full range)" in summary and "PSNR [RGB]" in summary
+    assert "LPIPS (Alex): unavailable (missing" in summary
+    assert "## Quality 10 (2 images)" in summary and "## Quality 40 (2 images)" in summary
+    info = json.loads((out / "metrics.json").read_text())
+    assert info["method"] == "jpeg" and info["qualities"] == [10, 40]
+    assert info["metric_status"]["lpips_alex"].startswith("unavailable (missing")
+    mean_q10 = np.mean([float(r["psnr"]) for r in rows if r["quality"] == "10"])
+    assert info["means"]["jpeg"]["10"]["psnr"] == pytest.approx(mean_q10)
+    assert len(info["per_image"]) == 4
+
+
+def test_evaluate_rebuilds_a_checkpoint_and_reports_it_beside_jpeg(tiny_folder, tmp_path):
+    from jpegrestore.evaluation import evaluate_config
+
+    ckpt, net = _tiny_checkpoint(tmp_path / "tiny.ckpt")
+    cfg = _compose([f"ckpt={ckpt}", "qf=[10,30]", f"data.source={tiny_folder}", "metrics=[psnr,psnr_y,consistency]",
+                    "tile=0", "device=cpu", "progress=false", "comparisons=1"])
+    result = evaluate_config(cfg, tmp_path / "out")
+    assert result.method == "tiny_qgac"
+    rows = _read_csv(tmp_path / "out" / "metrics.csv")
+    assert len(rows) == 2 * 2 * 2  # images x qualities x (jpeg, model)
+    assert {r["method"] for r in rows} == {"jpeg", "tiny_qgac"}
+    # reference: the same network run directly on the exact JPEG of each image
+    for row in rows:
+        if row["method"] != "tiny_qgac":
+            continue
+        original = np.asarray(Image.open(tiny_folder / row["image"]).convert("RGB"))
+        x = torch.from_numpy(original.copy()).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            restored = net(jpeg.encode(x, int(row["quality"]), rounding="exact")).clamp(0, 1)
+        expected = peak_signal_noise_ratio(x.numpy(), restored.numpy(), data_range=1.0)
+        assert float(row["psnr"]) == pytest.approx(expected, abs=1e-3)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| Metric | JPEG | tiny_qgac | Gain |" in summary
+    assert f"checkpoint: {ckpt}" in summary
+    assert sorted(p.name for p in (tmp_path / "out" / "comparisons").iterdir()) == ["a_q10.png", "a_q30.png"]
+
+
+def test_tiled_evaluation_matches_untiled_closely(tiny_folder, tmp_path):
+    from jpegrestore.evaluation import evaluate_config
+
+    ckpt, _ = _tiny_checkpoint(tmp_path / "tiny.ckpt")
+    common = [f"ckpt={ckpt}", "qf=[20]", f"data.source={tiny_folder}", "metrics=[psnr]", "progress=false",
+              "comparisons=0", "device=cpu"]
+    untiled = evaluate_config(_compose([*common, "tile=0"]), tmp_path / "a")
+    tiled = evaluate_config(_compose([*common, "tile=48", "tile_overlap=16"]), tmp_path / "b")
+    for a, b in zip(untiled.rows, tiled.rows):
+        assert a["image"] == b["image"]
+        assert b["psnr"] == pytest.approx(a["psnr"], abs=0.05)
+
+
+def test_method_checkpoint_without_ckpt_is_a_clear_error(tmp_path):
+    from jpegrestore.evaluation import evaluate_config
+
+    with pytest.raises(ValueError, match="ckpt"):
+        evaluate_config(_compose(["method=checkpoint", "progress=false"]), tmp_path)
+
+
+def test_bad_qualities_and_missing_folder_are_reported(tmp_path):
+    from jpegrestore.evaluation import evaluate_config
+
+    with pytest.raises(ValueError, match="qf"):
+        evaluate_config(_compose(["qf=[0,10]", "progress=false"]), tmp_path)
+    with pytest.raises(FileNotFoundError, match="no_such_folder"):
+        evaluate_config(_compose([f"data.source={tmp_path / 'no_such_folder'}", "progress=false"]), tmp_path)
