@@ -17,22 +17,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from jpegrestore import jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_QGAC = dict(block_channels=8, freq_channels=64, color_channels=[4, 8], cfm_hidden=4, inner_channels=4,
-                 fusion_width=1)
-
-
-def _tiny_checkpoint(path: Path):
-    """A checkpoint laid out as the training tasks write it; returns (path, network)."""
-    from jpegrestore.nn.qgac import QGAC
-
-    torch.manual_seed(0)
-    net = QGAC(**TINY_QGAC).eval()
-    torch.save({
-        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-        "jpegrestore": {"format": 1, "recipe": "tiny_qgac", "state_dict_prefix": "net.",
-                        "network": {"_target_": "jpegrestore.nn.qgac.QGAC", **TINY_QGAC}},
-    }, path)
-    return path, net
+from checkpoint_helpers import write_tiny_checkpoint as _tiny_checkpoint
 
 
 def _compose(overrides):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from checkpoint_helpers import write_tiny_checkpoint
+
 import numpy as np
 import pytest
 import torch
@@ -15,22 +17,9 @@ from PIL import Image, JpegImagePlugin
 from jpegrestore import jpeg
 from jpegrestore.cli import main
 
-TINY_QGAC = dict(block_channels=8, freq_channels=64, color_channels=[4, 8], cfm_hidden=4, inner_channels=4,
-                 fusion_width=1)
-
 
 def _tiny_checkpoint(path: Path) -> Path:
-    """A checkpoint laid out as the training tasks write it (state_dict with "net." + metadata)."""
-    from jpegrestore.nn.qgac import QGAC
-
-    torch.manual_seed(0)
-    net = QGAC(**TINY_QGAC)
-    torch.save({
-        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-        "jpegrestore": {"format": 1, "recipe": "tiny_qgac", "state_dict_prefix": "net.",
-                        "network": {"_target_": "jpegrestore.nn.qgac.QGAC", **TINY_QGAC}},
-    }, path)
-    return path
+    return write_tiny_checkpoint(path)[0]
 
 
 def _photo(height=75, width=101) -> np.ndarray:

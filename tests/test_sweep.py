@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from checkpoint_helpers import write_tiny_checkpoint
+
 import pytest
 import torch
 from PIL import Image
@@ -13,8 +15,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 PLOTS = ("psnr_vs_quality.png", "ssim_vs_quality.png", "lpips_vs_quality.png", "psnr_gain_vs_quality.png",
          "rate_distortion_psnr_bpp.png")
-TINY_QGAC = dict(block_channels=8, freq_channels=64, color_channels=[4, 8], cfm_hidden=4, inner_channels=4,
-                 fusion_width=1)
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +28,7 @@ def tiny_folder(tmp_path_factory):
 
 
 def _checkpoint(path: Path) -> Path:
-    from jpegrestore.nn.qgac import QGAC
-
-    torch.manual_seed(0)
-    net = QGAC(**TINY_QGAC)
-    torch.save({
-        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-        "jpegrestore": {"format": 1, "recipe": "tiny_qgac", "state_dict_prefix": "net.",
-                        "network": {"_target_": "jpegrestore.nn.qgac.QGAC", **TINY_QGAC}},
-    }, path)
-    return path
+    return write_tiny_checkpoint(path)[0]
 
 
 def _check_plots(folder: Path) -> None:
