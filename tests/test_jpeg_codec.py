@@ -172,3 +172,14 @@ def test_cuda_matches_cpu():
     x = to_tensor(photo("astronaut", 61, 75))
     for r in ("ste", "exact"):
         assert torch.equal(jpeg.compress(x.cuda(), 30, rounding=r).cpu(), jpeg.compress(x, 30, rounding=r))
+
+
+def test_islow_matrices_equal_libjpeg_butterflies():
+    from jpegrestore.jpeg import dct
+
+    g = torch.Generator().manual_seed(0)
+    samples = torch.randint(-128, 128, (4000, 8, 8), generator=g, dtype=torch.int32)
+    assert torch.equal(dct.fdct_islow(samples), dct.fdct_islow_reference(samples))
+    weights = torch.tensor([[300.0 / (1 + i + j) for j in range(8)] for i in range(8)])
+    coeffs = (torch.randn(4000, 8, 8, generator=g) * weights).round().int()
+    assert torch.equal(dct.idct_islow(coeffs), dct.idct_islow_reference(coeffs))

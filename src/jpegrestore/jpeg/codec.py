@@ -20,7 +20,7 @@ import torch
 
 from . import colour, dct, sampling
 from .coefficients import Coefficients
-from .rounding import ROUNDING_MODES, floor_div_ste, round_cubic, round_half_away, round_ste
+from .rounding import ROUNDING_MODES, floor_div_ste, round_cubic, round_ste
 from .tables import QualityLike, quant_tables
 
 _RANGE_TOLERANCE = 0.25

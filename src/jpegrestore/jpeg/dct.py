@@ -68,7 +68,8 @@ _F0899, _F1175, _F1501, _F1847 = 7373, 9633, 12299, 15137
 _F1961, _F2053, _F2562, _F3072 = 16069, 16819, 20995, 25172
 
 
-def _descale(x: torch.Tensor, n: int) -> torch.Tensor:
+def _round_shift(x: torch.Tensor, n: int) -> torch.Tensor:
+    """libjpeg's DESCALE: round x / 2**n half up (an arithmetic shift)."""
     return (x + (1 << (n - 1))) >> n
 
 
@@ -90,7 +91,7 @@ def _odd_part(t4, t5, t6, t7):
     return t4 + z1 + z3, t5 + z2 + z4, t6 + z2 + z3, t7 + z1 + z4
 
 
-def _fdct_1d(d: list[torch.Tensor], first_pass: bool) -> list[torch.Tensor]:
+def _fdct_1d(d: list[torch.Tensor], first_pass: bool, descale=_round_shift) -> list[torch.Tensor]:
     tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
     tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
     tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
@@ -103,13 +104,13 @@ def _fdct_1d(d: list[torch.Tensor], first_pass: bool) -> list[torch.Tensor]:
         out[0] = (tmp10 + tmp11) << _PASS1_BITS
         out[4] = (tmp10 - tmp11) << _PASS1_BITS
     else:
-        out[0] = _descale(tmp10 + tmp11, _PASS1_BITS)
-        out[4] = _descale(tmp10 - tmp11, _PASS1_BITS)
+        out[0] = descale(tmp10 + tmp11, _PASS1_BITS)
+        out[4] = descale(tmp10 - tmp11, _PASS1_BITS)
     z1 = (tmp12 + tmp13) * _F0541
-    out[2] = _descale(z1 + tmp13 * _F0765, shift)
-    out[6] = _descale(z1 - tmp12 * _F1847, shift)
+    out[2] = descale(z1 + tmp13 * _F0765, shift)
+    out[6] = descale(z1 - tmp12 * _F1847, shift)
     o7, o5, o3, o1 = _odd_part(tmp4, tmp5, tmp6, tmp7)
-    out[7], out[5], out[3], out[1] = (_descale(v, shift) for v in (o7, o5, o3, o1))
+    out[7], out[5], out[3], out[1] = (descale(v, shift) for v in (o7, o5, o3, o1))
     return out
 
 
@@ -134,7 +135,7 @@ def fdct_islow_reference(samples: torch.Tensor) -> torch.Tensor:
     return _from_planar(x, samples.shape)
 
 
-def _idct_1d(d: list[torch.Tensor], shift: int) -> list[torch.Tensor]:
+def _idct_1d(d: list[torch.Tensor], shift: int, descale=_round_shift) -> list[torch.Tensor]:
     z2, z3 = d[2], d[6]
     z1 = (z2 + z3) * _F0541
     tmp2 = z1 - z3 * _F1847
@@ -145,10 +146,10 @@ def _idct_1d(d: list[torch.Tensor], shift: int) -> list[torch.Tensor]:
     tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
     o0, o1, o2, o3 = _odd_part(d[7], d[5], d[3], d[1])
     return [
-        _descale(tmp10 + o3, shift), _descale(tmp11 + o2, shift),
-        _descale(tmp12 + o1, shift), _descale(tmp13 + o0, shift),
-        _descale(tmp13 - o0, shift), _descale(tmp12 - o1, shift),
-        _descale(tmp11 - o2, shift), _descale(tmp10 - o3, shift),
+        descale(tmp10 + o3, shift), descale(tmp11 + o2, shift),
+        descale(tmp12 + o1, shift), descale(tmp13 + o0, shift),
+        descale(tmp13 - o0, shift), descale(tmp12 - o1, shift),
+        descale(tmp11 - o2, shift), descale(tmp10 - o3, shift),
     ]
 
 
@@ -171,30 +172,24 @@ def idct_islow_reference(dequantized: torch.Tensor) -> torch.Tensor:
 # are read off the butterflies above (applied to unit vectors without descaling) and applied with
 # float64 matmuls, which are exact for these magnitudes (< 2**53).
 
-def _linear_part(butterfly, shifts: list[int]) -> torch.Tensor:
-    """Integer matrix A [8 out, 8 in] of a butterfly pass whose descales are disabled."""
-    global _descale
-    saved = _descale
-    _descale = lambda x, n: x  # noqa: E731 - read off the linear part
-    try:
-        eye = torch.eye(8, dtype=torch.int64)
-        cols = butterfly(list(eye.unbind(0)), shifts)
-    finally:
-        _descale = saved
+def _linear_part(butterfly) -> torch.Tensor:
+    """Integer matrix A [8 out, 8 in] of a butterfly pass, read off with descaling disabled."""
+    eye = torch.eye(8, dtype=torch.int64)
+    cols = butterfly(list(eye.unbind(0)), lambda x, n: x)
     return torch.stack(cols, 0)  # cols[k][j] = coefficient of input j in output k
 
 
 def _pass_spec(butterfly, shifts: list[int]):
-    a = _linear_part(butterfly, shifts).double()
+    a = _linear_part(butterfly).double()
     shift = torch.tensor(shifts, dtype=torch.float64)
     half = torch.where(shift > 0, 2.0 ** (shift - 1), torch.zeros_like(shift))
     return a, half, 2.0 ** (-shift)
 
 
-_FDCT_PASS1 = _pass_spec(lambda d, s: _fdct_1d(d, True), [0, 11, 11, 11, 0, 11, 11, 11])
-_FDCT_PASS2 = _pass_spec(lambda d, s: _fdct_1d(d, False), [2, 15, 15, 15, 2, 15, 15, 15])
-_IDCT_PASS1 = _pass_spec(lambda d, s: _idct_1d(d, 0), [11] * 8)
-_IDCT_PASS2 = _pass_spec(lambda d, s: _idct_1d(d, 0), [18] * 8)
+_FDCT_PASS1 = _pass_spec(lambda d, f: _fdct_1d(d, True, f), [0, 11, 11, 11, 0, 11, 11, 11])
+_FDCT_PASS2 = _pass_spec(lambda d, f: _fdct_1d(d, False, f), [2, 15, 15, 15, 2, 15, 15, 15])
+_IDCT_PASS1 = _pass_spec(lambda d, f: _idct_1d(d, 11, f), [11] * 8)
+_IDCT_PASS2 = _pass_spec(lambda d, f: _idct_1d(d, 18, f), [18] * 8)
 
 
 def _apply_pass(x: torch.Tensor, spec, along_rows: bool) -> torch.Tensor:
