@@ -49,24 +49,32 @@ def _placeholder(axes, text: str) -> None:
     axes.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=axes.transAxes)
 
 
-def plot_metric_vs_quality(means: Means, metric: str, path: Path, y_convention: str = "jfif",
-                           note: str | None = None) -> Path:
-    """Mean ``metric`` against JPEG quality, one line per method (JPEG first)."""
+def _plot_lines(means: Means, x_metric: str | None, metric: str, path: Path, y_convention: str, title: str,
+                xlabel: str, placeholder: str) -> Path:
+    """Mean ``metric`` against quality (``x_metric`` None) or another metric, one line per method (JPEG first)."""
     label = metric_label(metric, y_convention)
-    figure, axes = _figure(f"{label} vs JPEG quality")
+    figure, axes = _figure(title.format(label=label))
     drawn = False
     for method in means:
-        x, y = _series(means, method, None, metric)
+        x, y = _series(means, method, x_metric, metric)
         if x:
             axes.plot(x, y, marker="o", markersize=3, label="JPEG" if method == JPEG else method)
             drawn = True
     if drawn:
         axes.legend()
     else:
-        _placeholder(axes, f"{label}: {note or 'no data'}")
-    axes.set_xlabel("JPEG quality")
+        _placeholder(axes, placeholder)
+    axes.set_xlabel(xlabel)
     axes.set_ylabel(label)
     return _save(figure, path)
+
+
+def plot_metric_vs_quality(means: Means, metric: str, path: Path, y_convention: str = "jfif",
+                           note: str | None = None) -> Path:
+    """Mean ``metric`` against JPEG quality, one line per method (JPEG first)."""
+    placeholder = f"{metric_label(metric, y_convention)}: {note or 'no data'}"
+    return _plot_lines(means, None, metric, path, y_convention, "{label} vs JPEG quality", "JPEG quality",
+                       placeholder)
 
 
 def plot_gain(means: Means, metric: str, path: Path, y_convention: str = "jfif") -> Path:
@@ -95,18 +103,5 @@ def plot_gain(means: Means, metric: str, path: Path, y_convention: str = "jfif")
 
 def plot_rate_distortion(means: Means, metric: str, path: Path, y_convention: str = "jfif") -> Path:
     """Mean ``metric`` against the JPEG's bits per pixel (the method restores the same files)."""
-    label = metric_label(metric, y_convention)
-    figure, axes = _figure(f"Rate-distortion: {label} vs bits per pixel")
-    drawn = False
-    for method in means:
-        x, y = _series(means, method, "bpp", metric)
-        if x:
-            axes.plot(x, y, marker="o", markersize=3, label="JPEG" if method == JPEG else method)
-            drawn = True
-    if drawn:
-        axes.legend()
-    else:
-        _placeholder(axes, "needs the bpp metric")
-    axes.set_xlabel("bits per pixel (JPEG file)")
-    axes.set_ylabel(label)
-    return _save(figure, path)
+    return _plot_lines(means, "bpp", metric, path, y_convention, "Rate-distortion: {label} vs bits per pixel",
+                       "bits per pixel (JPEG file)", "needs the bpp metric")
