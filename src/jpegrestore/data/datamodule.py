@@ -140,6 +140,13 @@ class RestorationDataModule(pl.LightningDataModule):
         self.scan_reports: dict[str, ScanReport] = {}
         self.datasets: dict[str, Any] = {}
 
+    def training_domain(self) -> dict[str, list]:
+        """What a model trained on this data has seen: ``{"qualities": [lowest, highest], "subsamplings": [...]}``
+        ("gray" for grayscale targets). Checkpoints record it; restore and evaluate warn outside it."""
+        support = self.quality.support()
+        return {"qualities": [support[0], support[-1]],
+                "subsamplings": ["gray"] if self.grayscale else [self.subsampling]}
+
     # ------------------------------------------------------------------------------------------- setup
     def _source(self, split: str) -> Optional[ImageSource]:
         if split not in self.sources:

@@ -307,7 +307,8 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
         return default if value is None and default is not None else to_plain(value)
 
     ckpt = get("ckpt")
-    method = build_method(cfg.get("method"), ckpt, get("device", "auto"), get("tile"), int(get("tile_overlap", 32)))
+    method = build_method(cfg.get("method"), ckpt, get("device", "auto"), get("tile"), int(get("tile_overlap", 32)),
+                          get("outside_range", "warn"))
     source = eval_source(cfg.get("data"))
     evaluator = Evaluator(
         method, metrics=get("metrics", list(DEFAULT_METRICS)), qualities=get("qf", list(DEFAULT_QUALITIES)),
@@ -319,4 +320,11 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
     header = [f"data: {getattr(source, 'where', source)} ({len(source)} images)"]
     if ckpt:
         header.insert(0, f"checkpoint: {ckpt}")
+    domain = getattr(method, "domain", None)
+    if domain is not None:
+        from jpegrestore.evaluation.domain import qualities_outside
+
+        outside = qualities_outside(domain, evaluator.qualities)
+        note = f"; outside it: QF {outside} (outside_range={method.policy})" if outside else ""
+        header.append(f"trained on: {domain.describe()}{note}")
     return evaluator.run(source, output_dir, get("max_images"), header)

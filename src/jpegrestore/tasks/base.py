@@ -190,12 +190,25 @@ class RestorationTask(pl.LightningModule):
         }
         if self.evaluation_method:
             checkpoint[METADATA_KEY]["evaluation_method"] = self.evaluation_method
+        domain = self.training_domain()
+        if domain is not None:
+            checkpoint[METADATA_KEY]["trained_on"] = domain
         if self.unsaved_prefixes:
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith(self.unsaved_prefixes)]:
                 del state[key]
 
+    def training_domain(self) -> dict[str, list] | None:
+        """Qualities and chroma layouts of the training data (``datamodule.training_domain()``), or the ones the
+        checkpoint this run resumed from recorded; None when neither is known."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "training_domain"):
+            return datamodule.training_domain()
+        return getattr(self, "_loaded_training_domain", None)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._loaded_training_domain = checkpoint.get(METADATA_KEY, {}).get("trained_on")
         if self.unsaved_prefixes:  # frozen helpers were not saved: keep the ones built in __init__
             state = checkpoint["state_dict"]
             for key, value in self.state_dict().items():
