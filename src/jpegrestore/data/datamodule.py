@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .datasets import EpochSampler, EvalDataset, RandomCropDataset
 from .degrade import check_compression, collate, compress_batch
@@ -192,7 +193,10 @@ class RestorationDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------------------------------- loaders
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
-        return DataLoader(
+        # The training loader is stateful (torchdata): Lightning saves its position in every checkpoint, so a run
+        # resumed from a mid-epoch checkpoint continues with the very next batch.
+        loader_class = StatefulDataLoader if sampler is not None else DataLoader
+        return loader_class(
             dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=self.num_workers,
             collate_fn=collate, pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
