@@ -157,7 +157,8 @@ def test_weights_command_reports_found_and_missing_files(tmp_path, monkeypatch, 
 
     assert main(["weights"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    found = {line.split()[0]: line.split()[-1] for line in lines[1:] if line.strip() and not line.startswith("searched")}
+    rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith("searched")]
+    found = {row[0]: row[-1] for row in rows}
     assert found["lpips_alex"] == str(env_dir / "alexnet-owt-7be5be79.pth")
     assert found["vgg16"] == found["lpips_vgg"] == str(hub / "vgg16-397923af.pth")
     assert found["dists"] == "MISSING"  # its VGG is there, its own dists_weights.pt is not

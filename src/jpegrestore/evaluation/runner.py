@@ -245,7 +245,7 @@ class Evaluator:
             f"compression: jpeg.encode/decode, rounding=exact (identical to libjpeg-turbo), {self.subsampling}",
             f"qualities: {self.qualities}",
             PROTOCOL_NOTE,
-            *([f"rows at the PSNR ceiling of {PSNR_CEILING_DB:g} dB (exact images): {capped}"] if (capped := _capped(rows)) else []),
+            *([f"rows at the PSNR ceiling of {PSNR_CEILING_DB:g} dB: {capped}"] if (capped := _capped(rows)) else []),
             *([f"skipped images: {len(skipped)}"] if skipped else []),
         ]
         files = {"csv": out / "metrics.csv", "json": out / "metrics.json", "summary": out / "summary.md"}
@@ -263,7 +263,7 @@ class Evaluator:
 
 
 def _capped(rows: Sequence[Mapping[str, Any]]) -> int:
-    """Rows (image, quality, method) whose PSNR or PSNR-B sits at the ceiling, i.e. exact restorations."""
+    """Rows (image, quality, method) whose PSNR or PSNR-B sits at the ceiling: (practically) exact restorations."""
     names = ("psnr", "psnr_y", "psnrb", "psnrb_y")
     return sum(any(isinstance(r.get(n), float) and r[n] >= PSNR_CEILING_DB for n in names) for r in rows)
 

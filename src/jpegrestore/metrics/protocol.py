@@ -5,8 +5,9 @@
   and :func:`to_8bit_levels` is what the PNG writer stores. BasicSR-style protocols do the same.
 * An image restored exactly (e.g. a flat patch) has MSE 0 and an infinite PSNR / PSNR-B, which
   would make any mean over images infinite. Reported per-image PSNR and PSNR-B are therefore
-  capped at :data:`PSNR_CEILING_DB` (:func:`cap_psnr`); 100 dB is an MSE of 1e-10, far above any
-  JPEG restoration score, and the raw metric functions still return +inf.
+  capped at :data:`PSNR_CEILING_DB` (:func:`cap_psnr`); the raw metric functions still return +inf.
+  At 100 dB only exact or practically exact 8-bit images are capped: one gray level of error in one
+  value of a 256x256 RGB image already scores 10 log10(255^2 * 3 * 256^2) = 101 dB.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ PSNR_CEILING_DB = 100.0
 
 PROTOCOL_NOTE = (
     "metrics on 8-bit rounded outputs (the PNGs evaluate.py and `jpegrestore restore` save); "
-    f"per-image PSNR and PSNR-B capped at {PSNR_CEILING_DB:g} dB (exact images)"
+    f"per-image PSNR and PSNR-B capped at {PSNR_CEILING_DB:g} dB (exact or practically exact images)"
 )
 
 
