@@ -47,6 +47,9 @@ STRIDE = 32
 #: the authors' decoder blocks compute x + (1 * res(x) + 1): a FiLM-style block with fixed gamma = beta = 1.
 #: The constant beta is folded into the second conv's bias on conversion.
 AUTHORS_DECODER_BETA = 1.0
+#: sub-modules that only the reconstruction (implicit learning) uses, and those only the QF head uses.
+DECODER_MODULES = ("m_body_decoder", "m_up3", "m_up2", "m_up1", "m_tail")
+QF_HEAD_MODULES = ("qf_pred",)
 
 
 class ResBlock(nn.Module):
@@ -198,14 +201,20 @@ class CaVE(nn.Module):
         """Token map [B, C, h, w] -> predicted (100 - QF) / 100, float [B] in (0, 1)."""
         return self.qf_pred(feature_map).squeeze(1)
 
-    def decode(self, feature_map: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Token map + encoder skips -> reconstruction [B, 3, 32*h, 32*w] (padded size, not clamped)."""
+    def decode(
+        self, feature_map: torch.Tensor, skips: Sequence[torch.Tensor], size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Token map + encoder skips -> reconstruction [B, 3, H, W] (not clamped).
+
+        ``size`` = (H, W) of the unpadded input crops the result; None keeps the padded size (32h, 32w).
+        """
         x1, x2, x3, x4 = skips
         x = self.m_body_decoder(feature_map) + x4
         x = self.m_up3(x) + x3
         x = self.m_up2(x) + x2
         x = self.m_up1(x) + x1
-        return self.m_tail(x)
+        x = self.m_tail(x)
+        return x if size is None else x[..., : size[0], : size[1]]
 
     # ------------------------------------------------------------------ public API
 
@@ -225,12 +234,12 @@ class CaVE(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Image [B, 3, H, W] in [0, 1] -> decoder reconstruction [B, 3, H, W] (training head, not clamped)."""
         feature_map, skips = self.encode(x)
-        return self.decode(feature_map, skips)[..., : x.shape[-2], : x.shape[-1]]
+        return self.decode(feature_map, skips, x.shape[-2:])
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One encoder pass for training: (tokens [B, N, C], quality [B], reconstruction [B, 3, H, W])."""
         feature_map, skips = self.encode(x)
-        restored = self.decode(feature_map, skips)[..., : x.shape[-2], : x.shape[-1]]
+        restored = self.decode(feature_map, skips, x.shape[-2:])
         return self.tokens_from_map(feature_map), self.predict_quality(feature_map), restored
 
 
