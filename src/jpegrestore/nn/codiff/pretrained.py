@@ -105,6 +105,17 @@ def _check_layout(folder: Path) -> None:
         )
 
 
+def _load_part(folder: Path, sub: str, cls: type):  # noqa: ANN202
+    try:
+        module = cls.from_pretrained(folder, subfolder=sub, local_files_only=True, torch_dtype=torch.float32)
+    except (OSError, ValueError) as error:
+        raise MissingBaseModelError(
+            f"cannot load {cls.__name__} from {folder / sub}: {error}; expected {_expected_layout()}; "
+            + _HOW_TO_GET.format(repo=DEFAULT_PRETRAINED)
+        ) from error
+    return module.eval()
+
+
 def load_stable_diffusion(pretrained: str | os.PathLike[str]):  # noqa: ANN201 (diffusers classes, lazy import)
     """(AutoencoderKL, UNet2DConditionModel, DDPMScheduler) from a local folder or cached repo id, float32, CPU.
 
@@ -114,19 +125,17 @@ def load_stable_diffusion(pretrained: str | os.PathLike[str]):  # noqa: ANN201 (
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     folder = resolve_pretrained(pretrained)
-    loaded = []
-    for sub, cls in (("vae", AutoencoderKL), ("unet", UNet2DConditionModel)):
-        try:
-            module = cls.from_pretrained(folder, subfolder=sub, local_files_only=True, torch_dtype=torch.float32)
-        except (OSError, ValueError, EnvironmentError) as error:
-            raise MissingBaseModelError(
-                f"cannot load {cls.__name__} from {folder / sub}: {error}; expected {_expected_layout()}; "
-                + _HOW_TO_GET.format(repo=DEFAULT_PRETRAINED)
-            ) from error
-        loaded.append(module.eval())
+    vae = _load_part(folder, "vae", AutoencoderKL)
+    unet = _load_part(folder, "unet", UNet2DConditionModel)
     scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
-    vae, unet = loaded
     return vae, unet, scheduler
+
+
+def load_unet(pretrained: str | os.PathLike[str]):  # noqa: ANN201
+    """Only the UNet2DConditionModel of the base (e.g. for the latent discriminator), float32, eval mode."""
+    from diffusers import UNet2DConditionModel
+
+    return _load_part(resolve_pretrained(pretrained), "unet", UNet2DConditionModel)
 
 
 def tiny_configs(cross_attention_dim: int = 32) -> dict[str, dict]:
