@@ -241,11 +241,17 @@ class CODiff(nn.Module):
                 f"{self.pretrained}): missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
                 f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
             )
+        trained_dim = state["proj.weight"].shape[0]
+        if trained_dim != self.cross_attention_dim:
+            raise ValueError(
+                f"CODiff weights in {source} were trained for UNet cross-attention dim {trained_dim}, but the base "
+                f"{self.pretrained} has cross-attention dim {self.cross_attention_dim}: use the base they were "
+                "trained on (SD 2.1 base: 1024)"
+            )
         for key, value in state.items():
             if tuple(value.shape) != tuple(expected[key].shape):
-                hint = (f" (UNet cross-attention dim {self.cross_attention_dim})" if key.startswith("proj.") else "")
                 raise ValueError(f"CODiff weight {key} in {source} has shape {tuple(value.shape)}, this model "
-                                 f"expects {tuple(expected[key].shape)}{hint}")
+                                 f"expects {tuple(expected[key].shape)}")
         self.load_state_dict(dict(state), strict=False)
 
     def network_spec(self) -> dict[str, Any]:
