@@ -3,6 +3,8 @@
     jpegrestore restore photo.jpg more/*.jpg -o restored/ --ckpt last.ckpt [--tile 512] [--project] [--device cuda]
     jpegrestore restore photo.jpg -o photo.png --ckpt last.ckpt
     jpegrestore weights            # which pretrained weight files are found, and where they were looked for
+    jpegrestore tiny-model sd OUT  # a tiny random Stable Diffusion in the diffusers layout, for smoke tests
+    jpegrestore convert codiff --codiff codiff.pkl --cave cave.pth -o codiff.ckpt   # the authors' CODiff weights
 
 ``restore`` reads each file's own quantization tables and coefficients (any quality or custom table;
 grayscale, 4:4:4, 4:2:2, 4:2:0; baseline or progressive), restores it (tiled when larger than ``--tile``)
@@ -41,7 +43,43 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     commands.add_parser("weights", help="list pretrained weight files and whether they are found")
+    tiny = commands.add_parser("tiny-model", help="write a tiny random base model for smoke tests")
+    tiny.add_argument("kind", choices=["sd"], help="sd: Stable Diffusion (vae/unet/scheduler, diffusers layout)")
+    tiny.add_argument("output", type=Path, metavar="OUT", help="folder to write (created)")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    convert = commands.add_parser("convert", help="turn published weights into a jpegrestore checkpoint")
+    convert.add_argument("kind", choices=["codiff"], help="codiff: the authors' CODiff + CaVE files")
+    convert.add_argument("--codiff", type=Path, required=True, help="the authors' CODiff file (codiff.pkl)")
+    convert.add_argument("--cave", type=Path, required=True, help="the authors' CaVE state dict (cave.pth)")
+    convert.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.ckpt", help="checkpoint to write")
+    convert.add_argument("--pretrained", default=None,
+                         help="Stable Diffusion 2.1 base recorded in the checkpoint (folder or cached repo id; "
+                              "default stabilityai/stable-diffusion-2-1-base)")
     return parser
+
+
+def tiny_model(args: argparse.Namespace) -> int:
+    """The ``tiny-model`` command: write the model and print how to smoke-test with it."""
+    from jpegrestore.nn.codiff.pretrained import write_tiny_stable_diffusion
+
+    out = write_tiny_stable_diffusion(args.output, seed=args.seed)
+    print(f"wrote a tiny random Stable Diffusion to {out}")
+    print("smoke test (CPU, seconds): python train.py experiment=codiff_stage2 "
+          f"model.pretrained={out} model.cave_checkpoint=<stage-1 last.ckpt> trainer=cpu trainer.max_steps=2")
+    return 0
+
+
+def convert(args: argparse.Namespace) -> int:
+    """The ``convert`` command; returns the exit status."""
+    from jpegrestore.nn.codiff.convert import DEFAULT_PRETRAINED, convert_authors_files
+
+    try:
+        out = convert_authors_files(args.codiff, args.cave, args.output, args.pretrained or DEFAULT_PRETRAINED)
+    except (OSError, ValueError) as error:
+        _error(f"error: {error}")
+        return 1
+    print(f"wrote {out}; evaluate it with: python evaluate.py ckpt={out}")
+    return 0
 
 
 def _error(message: str) -> None:
@@ -144,4 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(format_status())
         return 0
+    if args.command == "tiny-model":
+        return tiny_model(args)
+    if args.command == "convert":
+        return convert(args)
     return restore(args)
