@@ -74,15 +74,16 @@ class CaVETask(RestorationTask):
 
     # ------------------------------------------------------------------ training
 
-    def _training_crops(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
+    def _training_crops(self, batch: Mapping[str, Any], batch_idx: int = 0) -> Mapping[str, Any]:
         if self.train_crop is None:
             return batch
-        # Offsets depend only on (step, rank): identical on resume, different across DDP ranks.
-        generator = torch.Generator().manual_seed(int(self.global_step) * 1009 + int(self.global_rank))
-        return shifted_crop(batch, self.train_crop, self.shift_prob, generator)
+        # Offsets depend only on (step, batch index, rank): identical on resume, different across DDP ranks and
+        # across the micro-batches of an accumulated step.
+        seed = (int(self.global_step) * 1_000_003 + int(batch_idx)) * 1009 + int(self.global_rank)
+        return shifted_crop(batch, self.train_crop, self.shift_prob, torch.Generator().manual_seed(seed))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        batch = self._training_crops(batch)
+        batch = self._training_crops(batch, batch_idx)
         images = batch["input"]
         feature_map, skips = self.net.encode(images)
         quality = self.net.predict_quality(feature_map) if self.loss.uses_quality else None
