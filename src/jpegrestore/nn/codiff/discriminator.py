@@ -63,7 +63,7 @@ class LatentDiscriminator(nn.Module):
         add_lora(unet, {"default": modules}, lora_rank, lora_alpha, init=True)
         if gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        self.unet = unet
+        self.unet = unet.train()
         self.timestep = int(timestep)
         width = int(unet.config.block_out_channels[-1])
         if (2 * width) % head_groups:

@@ -156,7 +156,7 @@ class CODiff(nn.Module):
         conv_in.requires_grad_(True)  # the authors train conv_in's base weight as well as its LoRA
         if self.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        self.vae, self.unet = vae, unet
+        self.vae, self.unet = vae.train(), unet.train()  # train mode as the authors (no dropout/BN: no effect)
         self.proj = nn.Linear(int(self.cave.token_dim), base_dim)
 
     # ------------------------------------------------------------------ the three steps
