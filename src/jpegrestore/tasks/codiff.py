@@ -156,15 +156,16 @@ class CODiffTask(RestorationTask):
         optimizer.step()
         optimizer.zero_grad()
 
-    def _training_crops(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
+    def _training_crops(self, batch: Mapping[str, Any], batch_idx: int) -> Mapping[str, Any]:
         if self.train_crop is None:
             return batch
-        # Offsets depend only on (step, rank): identical on resume, different across DDP ranks.
-        generator = torch.Generator().manual_seed(int(self.global_step) * 1009 + int(self.global_rank))
-        return shifted_crop(batch, self.train_crop, self.shift_prob, generator)
+        # Offsets depend only on (step, batch index, rank): identical on resume, different across DDP ranks and
+        # across the micro-batches of an accumulated step (as stage 1).
+        seed = (int(self.global_step) * 1_000_003 + int(batch_idx)) * 1009 + int(self.global_rank)
+        return shifted_crop(batch, self.train_crop, self.shift_prob, torch.Generator().manual_seed(seed))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        batch = self._training_crops(batch)
+        batch = self._training_crops(batch, batch_idx)
         g_opt, d_opt = self.optimizers()
         update = (batch_idx + 1) % self.accumulate_grad_batches == 0
         restored, latent = self.net.forward_with_latent(batch["input"])
