@@ -13,6 +13,8 @@ and 4:2:2) get the decoded image re-encoded exactly at 4:4:4 with the file's tab
 ``--project`` makes every output consistent with its input: re-encoding the PNG with the file's tables
 and subsampling gives back the file's coefficients. Without ``--ckpt`` files are only decoded (libjpeg).
 Unreadable files are reported on stderr by name; the others are still restored; exit status 1 if any failed.
+CODiff checkpoints rebuild their Stable Diffusion base (``--pretrained`` to point elsewhere) and tile in
+latent space; ``--latent``, ``--seed`` and ``--no-color-fix`` set their options.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--project", action="store_true",
                          help="make each output consistent with its input's coefficients (jpeg.project)")
     restore.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    codiff = restore.add_argument_group("CODiff checkpoints")
+    codiff.add_argument("--pretrained", default=None,
+                        help="Stable Diffusion base folder or cached repo id (default: the one the checkpoint records)")
+    codiff.add_argument("--latent", choices=["mode", "sample"], default=None,
+                        help="VAE latent of the JPEG: mode (default, repeatable) or a seeded sample (as the authors)")
+    codiff.add_argument("--seed", type=int, default=None, help="seed of --latent sample (default 0)")
+    codiff.add_argument("--no-color-fix", dest="color_fix", action="store_const", const=False, default=None,
+                        help="skip the AdaIN colour fix against the JPEG (on by default, as the authors)")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     commands.add_parser("weights", help="list pretrained weight files and whether they are found")
     tiny = commands.add_parser("tiny-model", help="write a tiny random base model for smoke tests")
@@ -64,8 +74,9 @@ def tiny_model(args: argparse.Namespace) -> int:
 
     out = write_tiny_stable_diffusion(args.output, seed=args.seed)
     print(f"wrote a tiny random Stable Diffusion to {out}")
-    print("smoke test (CPU, seconds): python train.py experiment=codiff_stage2 "
-          f"model.pretrained={out} model.cave_checkpoint=<stage-1 last.ckpt> trainer=cpu trainer.max_steps=2")
+    print("smoke test (CPU): python train.py experiment=codiff_stage2_tiny "
+          f"model.pretrained={out} model.cave_checkpoint=<stage-1 last.ckpt> model.dists_weights=<DISTS dir>")
+    print("then: python evaluate.py ckpt=<its last.ckpt> qf=[10] max_images=1")
     return 0
 
 
@@ -110,7 +121,7 @@ def _output_paths(inputs: Sequence[Path], output: Path) -> list[Path]:
 
 
 def _build_method(args: argparse.Namespace):
-    from jpegrestore.evaluation.methods import CheckpointMethod, JPEGDecode
+    from jpegrestore.evaluation.methods import JPEGDecode, checkpoint_method
 
     if args.tile:
         from jpegrestore.evaluation.tiling import check_tiling
@@ -119,7 +130,8 @@ def _build_method(args: argparse.Namespace):
     if args.ckpt is None:
         _error("warning: no --ckpt given; files are only decoded")
         return JPEGDecode()
-    return CheckpointMethod(args.ckpt, device=args.device, tile=args.tile or None, tile_overlap=args.tile_overlap)
+    return checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None, tile_overlap=args.tile_overlap,
+                             pretrained=args.pretrained, latent=args.latent, seed=args.seed, color_fix=args.color_fix)
 
 
 def restore_file(method, source: Path, target: Path, project: bool, device) -> None:

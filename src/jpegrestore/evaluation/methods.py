@@ -127,6 +127,36 @@ class CheckpointMethod(NetworkMethod):
         self.ckpt = str(ckpt)
 
 
+#: Training recipes whose checkpoints restore through their own method class rather than NetworkMethod.
+RECIPE_METHODS = {"codiff_stage2": "jpegrestore.evaluation.codiff.CODiffMethod"}
+
+
+def checkpoint_method(
+    ckpt: str | Path | None = None, name: str | None = None, device: str | torch.device = "cpu",
+    tile: int | None = 512, tile_overlap: int = 32, **options: object,
+) -> RestorationMethod:
+    """The method of any checkpoint: :class:`CheckpointMethod`, or the recipe's own method class
+    (:data:`RECIPE_METHODS`, e.g. CODiff's, which rebuilds its Stable Diffusion base).
+
+    ``options`` (None values dropped) go to the recipe's method, e.g. ``pretrained``, ``color_fix``; ValueError
+    naming them when the checkpoint's network takes none.
+    """
+    if not ckpt:
+        raise ValueError("method=checkpoint needs a checkpoint: pass ckpt=PATH")
+    from jpegrestore.tasks.checkpoint import checkpoint_recipe
+    from jpegrestore.utils.instantiate import import_object
+
+    options = {k: v for k, v in options.items() if v is not None}
+    recipe = checkpoint_recipe(ckpt)
+    if recipe in RECIPE_METHODS:
+        method_class = import_object(RECIPE_METHODS[recipe])
+        return method_class(ckpt=ckpt, name=name, device=device, tile=tile, tile_overlap=tile_overlap, **options)
+    if options:
+        raise ValueError(f"{sorted(options)} only apply to {', '.join(RECIPE_METHODS)} checkpoints; {ckpt} is "
+                         f"a {recipe} checkpoint")
+    return CheckpointMethod(ckpt, name, device, tile, tile_overlap)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """"auto"/None -> cuda when available else cpu; other values as torch.device (ValueError if unusable)."""
     if device is None or str(device) == "auto":
@@ -142,10 +172,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def build_method(
     config: object | None, ckpt: str | Path | None = None, device: str | torch.device = "auto",
-    tile: int | None = 512, tile_overlap: int = 32,
+    tile: int | None = 512, tile_overlap: int = 32, pretrained: str | None = None,
 ) -> RestorationMethod:
     """A method from its config (``{_target_: ..., **kwargs}``); ``None``, ``{}`` or ``{name: auto}`` picks
-    the checkpoint's network when ``ckpt`` is given and plain JPEG decoding otherwise.
+    the checkpoint's method (:func:`checkpoint_method`, with ``pretrained`` for a CODiff base) when ``ckpt``
+    is given and plain JPEG decoding otherwise.
 
     ValueError when the built object lacks the ``restore(coeffs, jpeg_image)`` call or a ``name``.
     """
@@ -158,7 +189,7 @@ def build_method(
         if spec.get("name", "auto") != "auto":
             raise ValueError(f"method config {spec!r} needs a _target_ (or name: auto)")
         if ckpt:
-            return CheckpointMethod(ckpt, device=device, tile=tile, tile_overlap=tile_overlap)
+            return checkpoint_method(ckpt, device=device, tile=tile, tile_overlap=tile_overlap, pretrained=pretrained)
         return JPEGDecode()
     method = instantiate_object(spec)
     if not callable(method) or not isinstance(getattr(method, "name", None), str):

@@ -271,7 +271,8 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
         return default if value is None and default is not None else to_plain(value)
 
     ckpt = get("ckpt")
-    method = build_method(cfg.get("method"), ckpt, get("device", "auto"), get("tile"), int(get("tile_overlap", 32)))
+    method = build_method(cfg.get("method"), ckpt, get("device", "auto"), get("tile"), int(get("tile_overlap", 32)),
+                          pretrained=get("pretrained"))
     source = eval_source(cfg.get("data"))
     evaluator = Evaluator(
         method, metrics=get("metrics", list(DEFAULT_METRICS)), qualities=get("qf", list(DEFAULT_QUALITIES)),

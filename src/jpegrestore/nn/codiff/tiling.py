@@ -2,7 +2,7 @@
 
 Every stage is a callable on a spatial tensor, so these functions know nothing about the networks:
 
-    encode(image [B, 3, h, w] in [-1, 1]) -> latent [B, 4, h/8, w/8]
+    encode(image [B, 3, h, w])           -> latent [B, 4, h/8, w/8]
     denoise(latent tile [B, 4, t, t])     -> denoised latent tile, same shape
     decode(latent [B, 4, h, w])           -> image [B, 3, 8h, 8w]
 
