@@ -81,12 +81,13 @@ def test_one_step_is_eq1_with_sd_alpha_bar(model):
     torch.testing.assert_close(full, (z - (1 - ABAR_499) ** 0.5 * eps) / ABAR_499 ** 0.5, rtol=1e-4, atol=1e-5)
 
 
-def test_gan_gradients_reach_generator_and_discriminator(files):
+def test_gan_gradients_reach_generator_and_discriminator(model, files):
     """The authors' feature pass under no_grad gives no GAN gradient; here both networks get one."""
     from jpegrestore.losses import nonsaturating_discriminator_loss, nonsaturating_generator_loss
 
     torch.manual_seed(0)
-    generator = CODiff(str(files["sd"]), cave_checkpoint=str(files["cave"]), lora_rank=2, lora_alpha=2.0)
+    generator = model.train()
+    generator.zero_grad(set_to_none=True)
     discriminator = LatentDiscriminator(str(files["sd"]), lora_rank=2, lora_alpha=2.0, head_groups=8)
     _perturb_lora_b(generator), _perturb_lora_b(discriminator)  # B = 0 at init leaves A without gradient
     lq, hq = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
@@ -108,6 +109,8 @@ def test_gan_gradients_reach_generator_and_discriminator(files):
     d_trained = {n: p for n, p in discriminator.named_parameters() if p.requires_grad}
     assert any(".lora_" in n for n in d_trained)
     assert [n for n, p in d_trained.items() if p.grad is None or not p.grad.abs().sum() > 0] == []
+    generator.zero_grad(set_to_none=True)
+    generator.eval()
 
 
 def test_saved_lora_loads_into_fresh_diffusers_models(model, files, tmp_path):

@@ -99,3 +99,17 @@ def test_stage2_ddp_sim_ranks_agree(inputs, tmp_path):
     overrides = [*inputs, "trainer=ddp_sim", "data.samples_per_epoch=8"]
     _train_py(overrides, tmp_path)
     _assert_identical_ranks(tmp_path, 4, ("net.unet.", "net.vae.encoder.", "net.proj.", "discriminator."))
+
+
+@pytest.mark.slow
+def test_stage2_gradient_accumulation_steps_every_n_batches(inputs, tmp_path):
+    from jpegrestore.tasks.runner import build
+
+    cfg = compose_train([*inputs, "model.accumulate_grad_batches=2", "trainer.max_steps=2",
+                         "data.samples_per_epoch=8", "trainer.val_check_interval=4"], tmp_path)
+    datamodule, model, trainer = build(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    # 2 batches accumulated into one generator step and one discriminator step
+    assert trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2
+    for optimizer in trainer.optimizers:
+        assert {int(state["step"]) for state in optimizer.state.values()} == {1}
