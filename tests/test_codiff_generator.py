@@ -50,6 +50,10 @@ def test_trained_tensors_only_and_cross_attention_mismatch(model, files):
     state = model.trained_state_dict()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {k for k in state if not k.startswith("cave.")}
+    model.requires_grad_(False)  # e.g. frozen for inference: what is stored does not change
+    assert model.trained_state_dict().keys() == state.keys()
+    for name in trainable:
+        model.get_parameter(name).requires_grad_(True)
     assert all(".lora_" in k or k.startswith(("unet.conv_in.base_layer.", "proj.", "cave.")) for k in state)
     assert not any(k.startswith("vae.decoder.") for k in state)  # the VAE decoder stays frozen
     assert state["proj.weight"].shape == (32, 16)  # CaVE token dim 16 -> cross-attention dim 32

@@ -114,13 +114,16 @@ class CODiffTask(RestorationTask):
 
     # ------------------------------------------------------------------ optimizers
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.net.get_parameter(name) for name in self.net.trained_parameter_names]
+
     def configure_optimizers(self) -> Any:
         generator = self.build_optimizer({**(self.optimizer_config or {}), "scheduler": self.scheduler_config},
                                          self.trainable_parameters())
         discriminator_config = self.discriminator_optimizer_config or self.optimizer_config
         discriminator = self.build_optimizer(
             {**(discriminator_config or {}), "scheduler": self.discriminator_scheduler_config},
-            [p for p in self.discriminator.parameters() if p.requires_grad],
+            [self.discriminator.get_parameter(name) for name in self.discriminator.trained_parameter_names],
         )
         return [generator, discriminator]
 
@@ -195,7 +198,7 @@ class CODiffTask(RestorationTask):
 
     def _stored_keys(self) -> set[str]:
         kept = {f"net.{k}" for k in self.net.trained_state_dict()}
-        kept |= {f"discriminator.{n}" for n, p in self.discriminator.named_parameters() if p.requires_grad}
+        kept |= {f"discriminator.{n}" for n in self.discriminator.trained_parameter_names}
         return kept
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -76,6 +76,8 @@ class LatentDiscriminator(nn.Module):
             nn.Conv2d(2 * width, 1, 4, stride=1, padding=1),
         )
         self.downsamplings = sum(1 for block in unet.down_blocks if getattr(block, "downsamplers", None))
+        #: names of the trained parameters (LoRA, conditioning, head), fixed at construction.
+        self.trained_parameter_names = tuple(n for n, p in self.named_parameters() if p.requires_grad)
 
     def features(self, latents: Tensor) -> Tensor:
         """UNet features after the mid block: [B, 4, h, w] -> [B, C, h / 2^k, w / 2^k]."""

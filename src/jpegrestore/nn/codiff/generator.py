@@ -158,6 +158,8 @@ class CODiff(nn.Module):
             unet.enable_gradient_checkpointing()
         self.vae, self.unet = vae.train(), unet.train()  # train mode as the authors (no dropout/BN: no effect)
         self.proj = nn.Linear(int(self.cave.token_dim), base_dim)
+        #: names of the trained parameters, fixed here (requires_grad may be toggled later, e.g. by Lightning).
+        self.trained_parameter_names = tuple(n for n, p in self.named_parameters() if p.requires_grad)
 
     # ------------------------------------------------------------------ the three steps
 
@@ -189,11 +191,14 @@ class CODiff(nn.Module):
     def _encode(self, x: Tensor, lora: bool):  # noqa: ANN202
         if lora:
             return self.vae.encode(x)
+        flags = [(p, p.requires_grad) for p in self.vae.parameters()]  # peft's enable/disable reset them
         self.vae.disable_adapters()
         try:
             return self.vae.encode(x)
         finally:
             self.vae.enable_adapters()
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)
 
     def denoise_latent(self, z: Tensor, cond: Tensor) -> Tensor:
         """One step (Eq. 1): scaled LQ latent [B, 4, h, w] and condition [B, N, D] -> estimated HQ latent."""
@@ -226,7 +231,7 @@ class CODiff(nn.Module):
         """The tensors a checkpoint stores: the trained ones (UNet and VAE-encoder LoRA, UNet conv_in, proj)
         plus the CaVE embedder (``cave.*``, our own stage-1 result, so that a checkpoint is self-contained).
         Never the Stable Diffusion base."""
-        trained = {name for name, p in self.named_parameters() if p.requires_grad}
+        trained = set(self.trained_parameter_names)
         state = self.state_dict()
         return {k: v for k, v in state.items() if k in trained or k.startswith("cave.")}
 
