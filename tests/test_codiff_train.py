@@ -113,3 +113,20 @@ def test_stage2_gradient_accumulation_steps_every_n_batches(inputs, tmp_path):
     assert trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2
     for optimizer in trainer.optimizers:
         assert {int(state["step"]) for state in optimizer.state.values()} == {1}
+
+
+def test_stage2_experiment_has_the_paper_hyperparameters(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = compose_train(["experiment=codiff_stage2", "model.cave_checkpoint=c.ckpt"], tmp_path)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    network, discriminator = model["network"], model["discriminator"]
+    assert network["pretrained"] == discriminator["pretrained"] == "stabilityai/stable-diffusion-2-1-base"
+    assert network["cave_checkpoint"] == "c.ckpt" and network["timestep"] == 499 and network["lora_rank"] == 16
+    assert model["optimizer"] == {"_target_": "torch.optim.AdamW", "lr": 5e-5, "betas": [0.9, 0.999],
+                                  "weight_decay": 1e-5}
+    assert (model["l2_weight"], model["dists_weight"], model["gan_weight"]) == (1.0, 1.0, 5e-3)
+    assert model["gradient_clip"] == 1.0 and model["discriminator_loss_weight"] == 1.0
+    assert discriminator["timestep"] == 199 and discriminator["condition_tokens"] == 77
+    assert (cfg.data.batch_size, cfg.model.train_crop, cfg.data.crop_size) == (32, 256, 264)
+    assert cfg.trainer.max_steps == 200_000 and cfg.ddp_find_unused_parameters is True
