@@ -112,10 +112,11 @@ class CODiff(nn.Module):
         if (cave is None) == (cave_checkpoint is None):
             raise ValueError("CODiff needs exactly one of cave (a CaVE network spec) and cave_checkpoint (a "
                              "stage-1 checkpoint); set model.cave_checkpoint=<codiff_stage1 last.ckpt>")
-        self.pretrained = str(pretrained)
+        # recorded in checkpoints: a repo id as given, a folder as an absolute path
+        self.pretrained = str(Path(pretrained).resolve()) if Path(str(pretrained)).is_dir() else str(pretrained)
         if cave_checkpoint is not None:
             self.cave, self.cave_spec = load_cave_checkpoint(cave_checkpoint)
-            self.cave_source = str(cave_checkpoint)
+            self.cave_source = str(Path(cave_checkpoint).resolve())
         else:
             from jpegrestore.utils.instantiate import instantiate_object
 
