@@ -145,3 +145,17 @@ def test_saved_lora_loads_into_fresh_diffusers_models(model, files, tmp_path):
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(theirs_latent, ours_latent, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(extra["proj.weight"], model.proj.weight.detach())
+
+
+def test_discriminator_expectation_over_t_draws_noised_timesteps(files):
+    """timestep=None (the E_t of Eq. 8-9): a random t per sample, so two calls on the same latent differ,
+    while the fixed t (199, the authors') is deterministic."""
+    torch.manual_seed(0)
+    random_t = LatentDiscriminator(str(files["sd"]), timestep=None, lora_rank=2, head_groups=8).eval()
+    fixed_t = LatentDiscriminator(str(files["sd"]), timestep=199, lora_rank=2, head_groups=8).eval()
+    z = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        assert not torch.allclose(random_t(z), random_t(z))
+        assert torch.equal(fixed_t(z), fixed_t(z))
+    with pytest.raises(ValueError, match="timestep must be in"):
+        LatentDiscriminator(str(files["sd"]), timestep=1000, lora_rank=2, head_groups=8)

@@ -42,7 +42,7 @@ class CODiffTask(RestorationTask):
         scheduler / discriminator_scheduler: optional per-step LR schedules (paper: constant).
         dists_weights: DISTS weights (file or directory; None: resolved by ``jpegrestore.weights``).
         l2_weight, dists_weight, gan_weight: generator loss weights (paper: 1, 1, 5e-3).
-        discriminator_loss_weight: factor on the paper's L_D (paper: 1; the authors' code uses the mean of
+        discriminator_loss_weight: factor on the paper's L_D, Eq. 9 (paper: 1; the authors' code uses the mean of
             the two BCE terms times 1e-2, i.e. 5e-3).
         gradient_clip: max gradient norm of each network's update (paper: 1.0).
         accumulate_grad_batches: batches per optimizer step.

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from jpegrestore.nn.codiff.lora import PEFT_DEFAULT_ALPHA, add_lora
-from jpegrestore.nn.codiff.pretrained import DEFAULT_PRETRAINED, load_unet
+from jpegrestore.nn.codiff.pretrained import DEFAULT_PRETRAINED, load_alphas_cumprod, load_unet
 
 #: the authors' discriminator LoRA targets (peft suffix matching).
 DISCRIMINATOR_LORA_PATTERNS = (
@@ -32,8 +32,10 @@ class LatentDiscriminator(nn.Module):
 
     Args:
         pretrained: the same Stable Diffusion base as the generator (folder or cached repo id).
-        timestep: the fixed diffusion step the UNet features are taken at. The paper does not give it; the
-            authors' code uses 199 (the generator runs at 499). Default 199.
+        timestep: the diffusion step the UNet features are taken at. The paper writes the GAN losses (Eq. 8-9)
+            as expectations over t and gives no value; the authors' code uses a fixed 199 on the clean latents
+            (the generator runs at 499). Default 199, the only concrete value. None: the E_t reading, t drawn
+            uniformly per sample and the latents noised to z_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps.
         lora_rank: rank of the discriminator's LoRA (authors: the generator's rank, 16).
         lora_alpha: peft alpha (authors: peft's default 8).
         condition_tokens: length of the learnable conditioning (authors: 77, a text prompt's length).
@@ -44,7 +46,7 @@ class LatentDiscriminator(nn.Module):
     def __init__(
         self,
         pretrained: str = DEFAULT_PRETRAINED,
-        timestep: int = 199,
+        timestep: int | None = 199,
         lora_rank: int = 16,
         lora_alpha: float = PEFT_DEFAULT_ALPHA,
         condition_tokens: int = 77,
@@ -55,6 +57,7 @@ class LatentDiscriminator(nn.Module):
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         unet = load_unet(pretrained)
+        alphas_cumprod = load_alphas_cumprod(pretrained)
         unet.requires_grad_(False)
         del unet.up_blocks, unet.conv_out, unet.conv_norm_out, unet.conv_act  # cut after the mid block
         unet.set_attn_processor(AttnProcessor2_0())
@@ -64,7 +67,10 @@ class LatentDiscriminator(nn.Module):
         if gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         self.unet = unet.train()
-        self.timestep = int(timestep)
+        self.timestep = None if timestep is None else int(timestep)
+        if self.timestep is not None and not 0 <= self.timestep < len(alphas_cumprod):
+            raise ValueError(f"discriminator timestep must be in [0, {len(alphas_cumprod)}) or None, got {timestep}")
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         width = int(unet.config.block_out_channels[-1])
         if (2 * width) % head_groups:
             raise ValueError(f"head_groups={head_groups} does not divide the head width {2 * width}")
@@ -80,10 +86,15 @@ class LatentDiscriminator(nn.Module):
         self.trained_parameter_names = tuple(n for n, p in self.named_parameters() if p.requires_grad)
 
     def features(self, latents: Tensor) -> Tensor:
-        """UNet features after the mid block: [B, 4, h, w] -> [B, C, h / 2^k, w / 2^k]."""
+        """UNet features after the mid block: [B, 4, h, w] -> [B, C, h / 2^k, w / 2^k] (at ``timestep``)."""
         unet = self.unet
         batch = latents.shape[0]
-        timesteps = torch.full((batch,), self.timestep, dtype=torch.long, device=latents.device)
+        if self.timestep is None:
+            timesteps = torch.randint(0, len(self.alphas_cumprod), (batch,), device=latents.device)
+            alpha_bar = self.alphas_cumprod[timesteps].view(batch, 1, 1, 1).to(latents.dtype)
+            latents = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * torch.randn_like(latents)
+        else:
+            timesteps = torch.full((batch,), self.timestep, dtype=torch.long, device=latents.device)
         emb = unet.time_embedding(unet.get_time_embed(sample=latents, timestep=timesteps))
         context = self.embeddings.unsqueeze(0).expand(batch, -1, -1).to(latents.dtype)
         sample = unet.conv_in(latents)

@@ -138,6 +138,14 @@ def load_unet(pretrained: str | os.PathLike[str]):  # noqa: ANN201
     return _load_part(resolve_pretrained(pretrained), "unet", UNet2DConditionModel)
 
 
+def load_alphas_cumprod(pretrained: str | os.PathLike[str]) -> torch.Tensor:
+    """The base scheduler's cumulative alphas (abar_t), float [num_train_timesteps]."""
+    from diffusers import DDPMScheduler
+
+    folder = resolve_pretrained(pretrained)
+    return DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True).alphas_cumprod
+
+
 def tiny_configs(cross_attention_dim: int = 32) -> dict[str, dict]:
     """Configs of a tiny model with SD 2.1 base's structure: 4 VAE scales (latent stride 8, 4 latent
     channels), a 2-scale UNet with linear-projection transformers, epsilon prediction, SD's beta schedule."""
