@@ -197,8 +197,8 @@ def main() -> None:
               f"(fp16, untiled); paper {PAPER['seconds (A6000)']} s on an A6000")
     else:
         seconds, count = time_tiny_training_step(args.repeats)
-        print(f"\nCPU ({torch.get_num_threads()} threads): tiny model ({count} trainable parameters), one "
-              f"generator training step (L2 only: forward + backward + AdamW, batch 2 of 64x64): {seconds * 1e3:.0f} ms")
+        print(f"\nCPU ({torch.get_num_threads()} threads): tiny model ({count} trainable parameters), one generator "
+              f"training step (L2 only: forward + backward + AdamW, batch 2 of 64x64): {seconds * 1e3:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def authors_codiff_file(vae, unet, rank: int, token_dim: int, seed: int = 0) -> 
             for name, p in module.named_parameters():
                 if "lora_B" in name:  # gaussian init leaves B = 0: make the update visible
                     p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
-        unet.conv_in.base_layer.weight.add_(torch.randn(unet.conv_in.base_layer.weight.shape, generator=generator) * 0.05)
+        conv_in = unet.conv_in.base_layer.weight
+        conv_in.add_(torch.randn(conv_in.shape, generator=generator) * 0.05)
     proj = torch.nn.Linear(token_dim, unet.config.cross_attention_dim)
     content = {
         "vae_lora_encoder_modules": vae_list,

@@ -74,9 +74,14 @@ def tiny_model(args: argparse.Namespace) -> int:
 
     out = write_tiny_stable_diffusion(args.output, seed=args.seed)
     print(f"wrote a tiny random Stable Diffusion to {out}")
-    print("smoke test (CPU): python train.py experiment=codiff_stage2_tiny "
-          f"model.pretrained={out} model.cave_checkpoint=<stage-1 last.ckpt> model.dists_weights=<DISTS dir>")
-    print("then: python evaluate.py ckpt=<its last.ckpt> qf=[10] max_images=1")
+    print("CPU smoke test of CaVE + CODiff on it (tiny CaVE, DISTS off so that no weights are needed):")
+    print("  python train.py experiment=codiff_stage1 model/network=cave_tiny trainer=cpu data.crop_size=72 "
+          "model.train_crop=64 data.batch_size=4 data.samples_per_epoch=8 data.val_crop_size=64 trainer.max_steps=2 "
+          "trainer.val_check_interval=2 hydra.run.dir=/tmp/tiny-cave")
+    print(f"  python train.py experiment=codiff_stage2_tiny model.pretrained={out} "
+          "model.cave_checkpoint=/tmp/tiny-cave/checkpoints/last.ckpt model.dists_weight=0 "
+          "hydra.run.dir=/tmp/tiny-codiff")
+    print("  python evaluate.py ckpt=/tmp/tiny-codiff/checkpoints/last.ckpt qf=[10] max_images=1 metrics=[psnr,ssim]")
     return 0
 
 

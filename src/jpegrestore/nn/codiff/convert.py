@@ -244,9 +244,10 @@ def convert_authors_files(
     state = codiff_state_dict(authors, read_authors_cave(cave_path))
     spec = {
         "_target_": "jpegrestore.nn.codiff.generator.CODiff",
-        "pretrained": str(pretrained),
+        # as CODiff records it: a folder as an absolute path, a repo id as given
+        "pretrained": str(Path(pretrained).resolve()) if Path(pretrained).is_dir() else str(pretrained),
         "cave": dict(AUTHORS_CAVE_SPEC),
-        "cave_source": str(cave_path),
+        "cave_source": str(Path(cave_path).resolve()),
         "cross_attention_dim": int(authors.proj["weight"].shape[0]),
         "timestep": 499,
         "lora_rank": authors.rank_unet,
@@ -264,7 +265,8 @@ def convert_authors_files(
         "state_dict": {f"net.{k}": v.contiguous() for k, v in state.items()},
         "jpegrestore": {
             "format": 1, "recipe": "codiff_stage2", "state_dict_prefix": "net.", "network": spec,
-            "converted_from": {"codiff": str(codiff_path), "cave": str(cave_path)},
+            "pretrained": spec["pretrained"],
+            "converted_from": {"codiff": str(Path(codiff_path).resolve()), "cave": spec["cave_source"]},
         },
     }, out)
     return out
