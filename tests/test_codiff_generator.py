@@ -159,3 +159,28 @@ def test_discriminator_expectation_over_t_draws_noised_timesteps(files):
         assert torch.equal(fixed_t(z), fixed_t(z))
     with pytest.raises(ValueError, match="timestep must be in"):
         LatentDiscriminator(str(files["sd"]), timestep=1000, lora_rank=2, head_groups=8)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(model):
+    model.train()
+    lq = torch.rand(1, 3, 64, 64)
+    grads, calls = [], []
+
+    def counted_checkpoint(module, *args):
+        calls.append(type(module).__name__)
+        return torch.utils.checkpoint.checkpoint(module.__call__, *args, use_reentrant=False)
+
+    for checkpointing in (False, True):
+        model.zero_grad(set_to_none=True)
+        if checkpointing:
+            model.unet.enable_gradient_checkpointing(counted_checkpoint)
+        restored, _ = model.forward_with_latent(lq)
+        restored.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    model.unet.disable_gradient_checkpointing()
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    assert len(calls) > 0  # blocks did run under checkpointing
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)
