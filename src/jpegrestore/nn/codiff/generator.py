@@ -11,8 +11,12 @@
 - ``decode``: the frozen VAE decoder, output clamped to [-1, 1] (as the authors' code) and mapped to [0, 1].
 
 Trained: the LoRA adapters on the UNet and the VAE encoder (see :mod:`.lora`), the UNet's ``conv_in`` base
-weight and ``proj``. The Stable Diffusion base is loaded from ``pretrained`` and never stored by
-:meth:`CODiff.trained_state_dict`.
+weight and ``proj``. :meth:`CODiff.trained_state_dict` holds these plus the frozen CaVE (our own stage-1 result,
+so that a checkpoint is self-contained); the Stable Diffusion base is loaded from ``pretrained`` and never stored.
+
+Interface: ``condition(lq)``, ``encode_latent(lq)``, ``denoise_latent(z, cond)``, ``decode_latent(z)`` (the steps,
+separately, for tiled inference), ``forward_with_latent(lq)``, ``forward(lq)``, ``trained_state_dict()``,
+``load_trained_state_dict(state)``, ``network_spec()``, ``save_lora(dir)``.
 """
 
 from __future__ import annotations
