@@ -125,7 +125,8 @@ def test_evaluate_py_on_a_codiff_checkpoint(tiny, tmp_path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         auto = compose(config_name="evaluate", overrides=[f"ckpt={ckpt}", *common])
         explicit = compose(config_name="evaluate", overrides=[
-            "method=codiff", f"ckpt={ckpt}", "method.color_fix=false", "method.name=codiff_nofix", *common])
+            "method=codiff", f"ckpt={ckpt}", f"pretrained={sd}", "method.color_fix=false", "method.name=codiff_nofix",
+            *common])
     result = evaluate_config(auto, tmp_path / "auto")
     assert result.method == "codiff"
     psnr = {r["method"]: r["psnr"] for r in result.rows}
