@@ -17,7 +17,10 @@ Defaults (CODiff's test script): latent tiles of 96 with an overlap of 32; VAE e
 pixels and VAE decoder tiles of 224 latents. The authors' VAE tiling instead runs the encoder/decoder
 layer by layer over padded tiles with GroupNorm statistics shared across tiles; here each VAE tile is a
 full encoder/decoder call and overlaps are blended like the latent tiles (the diffusers approach), so
-the functions stay independent of the VAE's internals.
+the functions stay independent of the VAE's internals. Two smaller differences from their latent tiling:
+they skip tiling whenever h * w <= 96^2 (a 128x64 latent runs whole) and then cut square tiles of the
+shorter side, while here a stage is tiled whenever a side exceeds the tile; and their window centres the
+rows at n/2 instead of (n - 1)/2.
 """
 
 from __future__ import annotations
