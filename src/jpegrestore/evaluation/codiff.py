@@ -52,7 +52,8 @@ class CODiffMethod:
         encoder_tile, encoder_overlap: VAE-encoder tiles in image pixels (authors: 1024).
         decoder_tile, decoder_overlap: VAE-decoder tiles in latent pixels (authors: 224).
         precision: "32", "16" or "bf16" autocast (the authors run fp16 on GPU); "32" is exact.
-        network: an already built CODiff to use instead of ``ckpt`` (then ``pretrained`` is ignored).
+        network: an already built CODiff to use instead of ``ckpt`` (then ``pretrained`` is ignored); its
+            ``latent`` / ``latent_seed`` are set to this method's ``latent`` / ``seed``.
     """
 
     def __init__(
