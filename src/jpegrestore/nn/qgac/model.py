@@ -88,6 +88,8 @@ class QGAC(nn.Module):
         color: build the colour net. Without it, colour inputs get restored Y and unrestored
             (nearest-upsampled) chroma.
         init_scale: multiplier of the He-normal init of RRDB convs (0.1, as in ESRGAN and QGAC).
+        frequency_grouping: "isolated" (paper, default) or "plain_concat" (the author's code), see
+            FrequencyNet.
         residual_init_scale: multiplier of the init of the two output layers (Y fusion's last conv,
             colour decoder CFM); 0.01 makes the initial residuals a fraction of a gray level.
 
@@ -108,6 +110,7 @@ class QGAC(nn.Module):
         color: bool = True,
         init_scale: float = 0.1,
         residual_init_scale: float = 0.01,
+        frequency_grouping: str = "isolated",
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
@@ -120,8 +123,9 @@ class QGAC(nn.Module):
             "color": color,
             "init_scale": init_scale,
             "residual_init_scale": residual_init_scale,
+            "frequency_grouping": frequency_grouping,
         }
-        self.y_net = YNet(block_channels, freq_channels, inner_channels, cfm_hidden, fusion_width)
+        self.y_net = YNet(block_channels, freq_channels, inner_channels, cfm_hidden, fusion_width, frequency_grouping)
         self.color_net = ColorNet(color_channels, cfm_hidden) if color else None
         resolved = _resolve_stats(stats)
         # Buffers follow the construction device (also torch.device("meta")); checkpoints carry them.
