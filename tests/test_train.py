@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from skimage.metrics import peak_signal_noise_ratio
 
 from conftest import TINY, compose_train, run_train
+from jpegrestore.nn.qgac import DCTStats
 from jpegrestore.tasks import export_interpolated, load_network
 from jpegrestore.tasks.runner import build
 
@@ -30,7 +31,7 @@ def _clone(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, random_vgg16):
+def chain(tmp_path_factory, random_minc_vgg16):
     """Stage 1, then stage 2 from its checkpoint, then stage 3 from stage 2; 2 batches each."""
     root = tmp_path_factory.mktemp("chain")
     runs = {}
@@ -47,7 +48,7 @@ def chain(tmp_path_factory, random_vgg16):
     s2_ckpt = root / "s2" / "checkpoints" / "last.ckpt"
     cfg, dm, model, trainer = _fit(
         [*TINY, *TINY_D, "experiment=qgac_stage3", f"model.generator_checkpoint={s2_ckpt}",
-         f"model.vgg_weights={random_vgg16}", "trainer.max_steps=4", "trainer.val_check_interval=2"], root / "s3")
+         f"model.vgg_weights={random_minc_vgg16}", "trainer.max_steps=4", "trainer.val_check_interval=2"], root / "s3")
     model.initial_state = {"net": _clone(model.net), "disc": _clone(model.discriminator)}
     trainer.fit(model, datamodule=dm)
     runs["s3"] = (cfg, dm, model, trainer)
@@ -62,13 +63,15 @@ def test_fast_dev_run(name, tmp_path):
 
 
 def test_fast_dev_run_stage2_and_stage3(chain, tmp_path, random_vgg16):
+    """Stage 3 also runs with the ImageNet texture network (texture_network=imagenet_vgg16)."""
     root, _ = chain
     s1, s2 = root / "s1" / "checkpoints" / "last.ckpt", root / "s2" / "checkpoints" / "last.ckpt"
     metrics = run_train([*TINY, "experiment=qgac_stage2", f"model.y_checkpoint={s1}", "+trainer.fast_dev_run=true"],
                         tmp_path / "s2")
     assert np.isfinite(metrics["train/loss"]) and "val/ssim_q10" in metrics
     metrics = run_train([*TINY, *TINY_D, "experiment=qgac_stage3", f"model.generator_checkpoint={s2}",
-                         f"model.vgg_weights={random_vgg16}", "+trainer.fast_dev_run=true"], tmp_path / "s3")
+                         "model.texture_network=imagenet_vgg16", f"model.vgg_weights={random_vgg16}",
+                         "+trainer.fast_dev_run=true"], tmp_path / "s3")
     assert np.isfinite(metrics["train/d_loss"]) and np.isfinite(metrics["train/g_texture"])
 
 
@@ -90,6 +93,15 @@ def test_stage1_trains_luma_and_writes_run_dir(chain):
     meta = checkpoint["jpegrestore"]
     assert meta["recipe"] == "qgac_stage1" and meta["network"]["color"] is False
     assert "stats" not in meta["network"] and meta["network"]["_target_"] == "jpegrestore.nn.qgac.QGAC"
+    # dct_stats=null: the statistics were computed from the (colour) training stream at setup, written next to the
+    # checkpoints, and carried by the checkpoint, chroma included
+    assert meta["dct_stats"].startswith("computed from the training data")
+    written = DCTStats.load(out / "dct_stats.json")
+    carried = DCTStats(checkpoint["state_dict"]["net.stats_mean"], checkpoint["state_dict"]["net.stats_std"])
+    assert written.allclose(carried, rtol=1e-6) and not carried.is_prior()
+    prior_std = DCTStats.prior().std
+    assert (carried.std[1:, 0, 0] / prior_std[1:, 0, 0]).max() < 0.4  # measured chroma DC spread: far below the prior
+    assert carried.std[0, 0, 0] > 2 * carried.std[1:, 0, 0].max()  # and below luma's (the prior gives all three alike)
 
 
 def test_stage2_keeps_frozen_y_weights(chain):
@@ -99,7 +111,7 @@ def test_stage2_keeps_frozen_y_weights(chain):
     stage1 = load_network(root / "s1" / "checkpoints" / "last.ckpt")
     for key, value in stage1.y_net.state_dict().items():
         assert torch.equal(model.net.y_net.state_dict()[key], value), key
-    assert torch.equal(model.net.stats_mean[0], stage1.stats_mean[0])
+    assert torch.equal(model.net.stats_mean, stage1.stats_mean) and torch.equal(model.net.stats_std, stage1.stats_std)
     assert all(not p.requires_grad for p in model.net.y_net.parameters())
     model.train()
     assert not model.net.y_net.training and model.net.color_net.training
@@ -109,6 +121,21 @@ def test_stage2_keeps_frozen_y_weights(chain):
     assert model.trainer.optimizers[0].param_groups[0]["params"][0].requires_grad
     optimized = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert not optimized & {id(p) for p in model.net.y_net.parameters()}
+
+
+def test_stage2_uses_the_stage1_runs_chroma_statistics(chain):
+    """Regression: stage 2 once copied only the Y statistics and normalized Cb/Cr with the prior."""
+    root, runs = chain
+    stage1_run = DCTStats.load(root / "s1" / "dct_stats.json")
+    for stage in ("s2", "s3"):
+        net = runs[stage][2].net
+        for component in (1, 2):  # Cb, Cr
+            torch.testing.assert_close(net.stats_std[component].double(), stage1_run.std[component], rtol=1e-6, atol=0)
+            torch.testing.assert_close(net.stats_mean[component].double(), stage1_run.mean[component],
+                                       rtol=1e-6, atol=1e-9)
+        checkpoint = torch.load(root / stage / "checkpoints" / "last.ckpt", weights_only=True)
+        assert "inherited from" in checkpoint["jpegrestore"]["dct_stats"]
+        torch.testing.assert_close(checkpoint["state_dict"]["net.stats_std"].double(), stage1_run.std, rtol=1e-6, atol=0)
 
 
 def test_stage2_rejects_missing_y_checkpoint(tmp_path):
@@ -173,15 +200,17 @@ def test_stage3_gan_updates_both_networks(chain):
     assert any(k.startswith("discriminator.") for k in checkpoint["state_dict"])
     assert len(checkpoint["optimizer_states"]) == 2 and len(checkpoint["lr_schedulers"]) == 2
     assert checkpoint["jpegrestore"]["recipe"] == "qgac_stage3"
+    assert checkpoint["jpegrestore"]["texture_network"] == "minc_vgg16"
+    assert model.texture_loss.convention == "caffe_bgr"
     scheduler_lr = trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
     assert scheduler_lr < 1e-4  # cosine annealing stepped once per batch
 
 
-def test_stage3_checkpoint_resumes_with_vgg(chain, random_vgg16, tmp_path):
+def test_stage3_checkpoint_resumes_with_vgg(chain, random_minc_vgg16, tmp_path):
     root, _ = chain
     s2, s3 = root / "s2" / "checkpoints" / "last.ckpt", root / "s3" / "checkpoints" / "last.ckpt"
     metrics = run_train([*TINY, *TINY_D, "experiment=qgac_stage3", f"model.generator_checkpoint={s2}",
-                         f"model.vgg_weights={random_vgg16}", "trainer.max_steps=6", f"ckpt_path={s3}"], tmp_path)
+                         f"model.vgg_weights={random_minc_vgg16}", "trainer.max_steps=6", f"ckpt_path={s3}"], tmp_path)
     assert np.isfinite(metrics["train/g_loss"])
 
 
@@ -206,5 +235,5 @@ def test_texture_loss_requires_vgg_weights(chain, tmp_path, monkeypatch):
     monkeypatch.delenv("JPEGRESTORE_WEIGHTS", raising=False)
     cfg = compose_train([*TINY, *TINY_D, "experiment=qgac_stage3",
                          f"model.generator_checkpoint={root / 's2' / 'checkpoints' / 'last.ckpt'}"], tmp_path)
-    with pytest.raises(Exception, match="vgg16-397923af.pth"):
+    with pytest.raises(Exception, match="minc_vgg16.pth"):  # the paper's texture network is the default
         instantiate(cfg.model)

@@ -202,6 +202,23 @@ class RestorationDataModule(pl.LightningDataModule):
         sampler = EpochSampler(self.datasets["train"], num_replicas=world, rank=rank, epoch=epoch)
         return self._loader(self.datasets["train"], self.batch_size, sampler)
 
+    def statistics_dataloader(self) -> DataLoader:
+        """The whole first-epoch training stream in colour, on one process (no DDP sharding).
+
+        Same crops, qualities and subsampling as ``train_dataloader`` at epoch 0 on a single process, but
+        always RGB (also with ``grayscale=True``), so every component's DCT statistics can be measured.
+        """
+        source = self._source("train")
+        if source is None:
+            raise ValueError("RestorationDataModule: no train_source configured")
+        dataset = RandomCropDataset(
+            source, self._scan("train", self.crop_size), self.crop_size, self.quality,
+            samples_per_epoch=self.samples_per_epoch, misalign_prob=self.misalign_prob, flips=self.flips,
+            rotations=self.rotations, grayscale=False, compression=self.compression,
+            subsampling=self.subsampling, seed=self.seed,
+        )
+        return self._loader(dataset, self.batch_size, EpochSampler(dataset, num_replicas=1, rank=0, epoch=0))
+
     def _eval_loader(self, split: str):
         self._build(split)
         if split not in self.datasets:

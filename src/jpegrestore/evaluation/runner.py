@@ -282,5 +282,7 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
     )
     header = [f"data: {getattr(source, 'where', source)} ({len(source)} images)"]
     if ckpt:
-        header.insert(0, f"checkpoint: {ckpt}")
+        from jpegrestore.tasks.checkpoint import checkpoint_description
+
+        header[:0] = [f"checkpoint: {ckpt}", *checkpoint_description(ckpt)]
     return evaluator.run(source, output_dir, get("max_images"), header)
