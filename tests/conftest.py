@@ -79,8 +79,12 @@ def write_random_caffe_vgg16(path: Path, seed: int = 0, layout: str = "npz") -> 
         arrays["fc8_0"] = np.zeros((23, 4096), dtype=np.float32)  # MINC-2500's 23 classes; ignored
         np.savez(path, **arrays)
     else:
-        torch.save({f"{layer}.{kind}": t for layer, pair in params.items() for kind, t in zip(("weight", "bias"), pair)},
-                   path)
+        torch.save(_torch_layout(params), path)
+    return _torch_layout(params)
+
+
+def _torch_layout(params: dict) -> dict[str, torch.Tensor]:
+    """{layer: (weight, bias)} -> {"<layer>.weight": ..., "<layer>.bias": ...}."""
     return {f"{layer}.{kind}": t for layer, pair in params.items() for kind, t in zip(("weight", "bias"), pair)}
 
 

@@ -135,7 +135,8 @@ def test_stage2_uses_the_stage1_runs_chroma_statistics(chain):
                                        rtol=1e-6, atol=1e-9)
         checkpoint = torch.load(root / stage / "checkpoints" / "last.ckpt", weights_only=True)
         assert "inherited from" in checkpoint["jpegrestore"]["dct_stats"]
-        torch.testing.assert_close(checkpoint["state_dict"]["net.stats_std"].double(), stage1_run.std, rtol=1e-6, atol=0)
+        carried_std = checkpoint["state_dict"]["net.stats_std"].double()
+        torch.testing.assert_close(carried_std, stage1_run.std, rtol=1e-6, atol=0)
 
 
 def test_stage2_rejects_missing_y_checkpoint(tmp_path):
@@ -237,3 +238,21 @@ def test_texture_loss_requires_vgg_weights(chain, tmp_path, monkeypatch):
                          f"model.generator_checkpoint={root / 's2' / 'checkpoints' / 'last.ckpt'}"], tmp_path)
     with pytest.raises(Exception, match="minc_vgg16.pth"):  # the paper's texture network is the default
         instantiate(cfg.model)
+
+
+def test_evaluation_header_names_texture_network_grouping_and_statistics(chain, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+    from jpegrestore.evaluation import evaluate_config
+
+    root, _ = chain
+    ckpt = root / "s3" / "checkpoints" / "last.ckpt"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[f"ckpt={ckpt}", "qf=[10]", "metrics=[psnr]", "max_images=1",
+                                                          "tile=0", "device=cpu", "progress=false", "comparisons=0"])
+    evaluate_config(cfg, tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "- recipe: qgac_stage3" in summary and "- texture network: minc_vgg16" in summary
+    assert "- QGAC frequency grouping: isolated" in summary
+    assert "- DCT statistics: computed from the training data at setup" in summary

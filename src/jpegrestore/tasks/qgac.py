@@ -80,9 +80,9 @@ class _QGACTask(RestorationTask):
                 raise ValueError(f"{source_checkpoint} carries the data-independent prior DCT statistics, not measured "
                                  f"ones, and {self.recipe} inherits them; {HOW_TO_COMPUTE}, and retrain from stage 1")
             if setting is not None and not self.net.stats.allclose(inherited):
-                raise ValueError(f"dct_stats={setting} disagrees with the DCT statistics carried by {source_checkpoint} "
-                                 f"({source_origin}); {self.recipe} inherits the statistics of the checkpoint it starts "
-                                 "from: drop the dct_stats override")
+                raise ValueError(f"dct_stats={setting} disagrees with the DCT statistics carried by "
+                                 f"{source_checkpoint} ({source_origin}); {self.recipe} inherits the statistics of "
+                                 "the checkpoint it starts from: drop the dct_stats override")
             self.net.set_stats(inherited)
             origin = f"{source_origin}; inherited from {source_checkpoint}"
         self.dct_stats_origin = origin
@@ -167,9 +167,9 @@ def load_luma_network(model: nn.Module, y_checkpoint: str | Path) -> None:
 class QGACColor(_QGACTask):
     """Stage 2: colour network guided by a frozen stage-1 Y network (``freeze_y=True``, the paper).
 
-    y_checkpoint: a stage-1 checkpoint whose Y network and DCT statistics (all three components) are loaded. With ``freeze_y`` the Y
-    network has ``requires_grad=False``, stays in eval mode and is left out of the optimizer. With
-    ``freeze_y=False`` (and optionally no checkpoint) the whole model trains end to end.
+    y_checkpoint: a stage-1 checkpoint whose Y network and DCT statistics (all three components) are loaded.
+    With ``freeze_y`` the Y network has ``requires_grad=False``, stays in eval mode and is left out of the
+    optimizer. With ``freeze_y=False`` (and optionally no checkpoint) the whole model trains end to end.
     Loss: ``L1 - ssim_weight * SSIM`` on RGB in [0, 1] (``distance="mse"``: MSE instead of L1).
     """
 

@@ -74,7 +74,8 @@ class FrequencyNet(nn.Module):
         g = FREQUENCIES
         self.head = nn.Conv2d(g * in_channels, channels, kernel_size=3, padding=1, groups=g)
         self.head_act = nn.PReLU()
-        self.enhance = nn.Sequential(*(RRDB(channels, groups=g, isolate_groups=grouping == "isolated") for _ in range(num_rrdb)))
+        isolate = grouping == "isolated"
+        self.enhance = nn.Sequential(*(RRDB(channels, groups=g, isolate_groups=isolate) for _ in range(num_rrdb)))
         self.tail = nn.Conv2d(channels, g * out_channels, kernel_size=3, padding=1, groups=g)
         self.tail_act = nn.PReLU()
 

@@ -38,7 +38,9 @@ def _resolve_stats(stats: DCTStats | str | Path | None) -> DCTStats:
         return stats
     if isinstance(stats, (str, Path)):
         return DCTStats.load(stats)
-    raise ValueError(f"stats must be a DCTStats, a path to a .json/.pt stats file, 'prior' or None; got {type(stats).__name__}")
+    raise ValueError(
+        f"stats must be a DCTStats, a path to a .json/.pt stats file, 'prior' or None; got {type(stats).__name__}"
+    )
 
 
 @torch.no_grad()
