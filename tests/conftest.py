@@ -60,3 +60,39 @@ def random_vgg16(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "vgg16-random.pth"
     torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, path)
     return path
+
+
+def write_random_caffe_vgg16(path: Path, seed: int = 0, layout: str = "npz") -> dict[str, torch.Tensor]:
+    """Random VGG16 conv parameters in a dumped-Caffe layout (``conv1_1_0`` / ``conv1_1_1`` in an .npz, or
+    ``conv1_1.weight`` / ``conv1_1.bias`` in a torch file). He-scaled so conv5_3 features stay O(1). -> the arrays."""
+    import numpy as np
+
+    from jpegrestore.losses.convert_minc import VGG16_CONV_SHAPES
+
+    gen = torch.Generator().manual_seed(seed)
+    params = {}
+    for layer, (out_channels, in_channels) in VGG16_CONV_SHAPES.items():
+        weight = torch.randn(out_channels, in_channels, 3, 3, generator=gen) * (2.0 / (9 * in_channels)) ** 0.5
+        params[layer] = (weight, torch.randn(out_channels, generator=gen) * 0.01)
+    if layout == "npz":
+        arrays = {f"{layer}_{i}": t.numpy() for layer, pair in params.items() for i, t in enumerate(pair)}
+        arrays["fc8_0"] = np.zeros((23, 4096), dtype=np.float32)  # MINC-2500's 23 classes; ignored
+        np.savez(path, **arrays)
+    else:
+        torch.save(_torch_layout(params), path)
+    return _torch_layout(params)
+
+
+def _torch_layout(params: dict) -> dict[str, torch.Tensor]:
+    """{layer: (weight, bias)} -> {"<layer>.weight": ..., "<layer>.bias": ...}."""
+    return {f"{layer}.{kind}": t for layer, pair in params.items() for kind, t in zip(("weight", "bias"), pair)}
+
+
+@pytest.fixture(scope="session")
+def random_minc_vgg16(tmp_path_factory) -> Path:
+    """A random-weight VGG16 converted as the Caffe MINC-2500 model is (``minc_vgg16`` texture network)."""
+    from jpegrestore.losses.convert_minc import convert
+
+    folder = tmp_path_factory.mktemp("minc")
+    write_random_caffe_vgg16(folder / "minc-vgg16-params.npz")
+    return convert(folder / "minc-vgg16-params.npz", folder / "minc_vgg16.pth")

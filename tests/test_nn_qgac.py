@@ -163,16 +163,40 @@ def test_frequency_rearrangement_hand_index_and_roundtrip():
     torch.testing.assert_close(frequencies_to_blocks(f), x, rtol=0, atol=0)
 
 
-def test_frequencynet_keeps_frequencies_separate():
-    net = FrequencyNet(in_channels=2, out_channels=3, channels=128)
+def _frequency_response(net: FrequencyNet) -> torch.Tensor:
+    """[8, 8] total output change per frequency when frequency (2, 5) of one block's input is bumped."""
     x = torch.randn(1, 2, 32, 32)
     bumped = x.clone()
     bumped[:, 1, 8 + 2, 16 + 5] += 3.0  # frequency (2, 5) of block (1, 2), channel 1
-    diff = (net(bumped) - net(x)).abs().sum(dim=(0, 1))  # [32, 32]
-    per_frequency = diff.reshape(4, 8, 4, 8).sum(dim=(0, 2))  # [8, 8] summed over blocks
+    with torch.no_grad():
+        diff = (net(bumped) - net(x)).abs().sum(dim=(0, 1))  # [32, 32]
+    return diff.reshape(4, 8, 4, 8).sum(dim=(0, 2))  # [8, 8] summed over blocks
+
+
+def test_frequencynet_keeps_frequencies_separate():
+    per_frequency = _frequency_response(FrequencyNet(in_channels=2, out_channels=3, channels=128))
     assert per_frequency[2, 5] > 0
     per_frequency[2, 5] = 0
     assert per_frequency.max() == 0
+
+
+def test_frequencynet_plain_concat_mixes_frequencies():
+    """The author's plain concatenation lets grouped convs read neighbouring frequencies' features."""
+    net = FrequencyNet(in_channels=2, out_channels=3, channels=128, grouping="plain_concat")
+    per_frequency = _frequency_response(net)
+    assert per_frequency[2, 5] > 0
+    per_frequency[2, 5] = 0
+    assert (per_frequency > 0).sum() >= 2  # at least two other frequencies respond
+    with pytest.raises(ValueError, match="frequency grouping"):
+        FrequencyNet(grouping="mixed")
+
+
+@pytest.mark.parametrize("grouping", ["isolated", "plain_concat"])
+def test_qgac_passes_the_grouping_to_its_frequencynet(grouping):
+    net = QGAC(**TINY, frequency_grouping=grouping)
+    block = net.y_net.frequency_net.enhance[0].blocks[0]
+    assert block.concat_groups == (64 if grouping == "isolated" else 1)
+    assert net.config["frequency_grouping"] == grouping
 
 
 def test_frequencynet_needs_64_groups():

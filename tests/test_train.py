@@ -13,6 +13,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from conftest import TINY, compose_train, run_train
 from jpegrestore.metrics import psnrb, ssim
+from jpegrestore.nn.qgac import DCTStats
 from jpegrestore.tasks import export_interpolated, load_network
 from jpegrestore.tasks.runner import build
 
@@ -31,7 +32,7 @@ def _clone(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, random_vgg16):
+def chain(tmp_path_factory, random_minc_vgg16):
     """Stage 1, then stage 2 from its checkpoint, then stage 3 from stage 2; 2 batches each."""
     root = tmp_path_factory.mktemp("chain")
     runs = {}
@@ -48,7 +49,7 @@ def chain(tmp_path_factory, random_vgg16):
     s2_ckpt = root / "s2" / "checkpoints" / "last.ckpt"
     cfg, dm, model, trainer = _fit(
         [*TINY, *TINY_D, "experiment=qgac_stage3", f"model.generator_checkpoint={s2_ckpt}",
-         f"model.vgg_weights={random_vgg16}", "trainer.max_steps=4", "trainer.val_check_interval=2"], root / "s3")
+         f"model.vgg_weights={random_minc_vgg16}", "trainer.max_steps=4", "trainer.val_check_interval=2"], root / "s3")
     model.initial_state = {"net": _clone(model.net), "disc": _clone(model.discriminator)}
     trainer.fit(model, datamodule=dm)
     runs["s3"] = (cfg, dm, model, trainer)
@@ -63,13 +64,15 @@ def test_fast_dev_run(name, tmp_path):
 
 
 def test_fast_dev_run_stage2_and_stage3(chain, tmp_path, random_vgg16):
+    """Stage 3 also runs with the ImageNet texture network (texture_network=imagenet_vgg16)."""
     root, _ = chain
     s1, s2 = root / "s1" / "checkpoints" / "last.ckpt", root / "s2" / "checkpoints" / "last.ckpt"
     metrics = run_train([*TINY, "experiment=qgac_stage2", f"model.y_checkpoint={s1}", "+trainer.fast_dev_run=true"],
                         tmp_path / "s2")
     assert np.isfinite(metrics["train/loss"]) and "val/ssim_q10" in metrics
     metrics = run_train([*TINY, *TINY_D, "experiment=qgac_stage3", f"model.generator_checkpoint={s2}",
-                         f"model.vgg_weights={random_vgg16}", "+trainer.fast_dev_run=true"], tmp_path / "s3")
+                         "model.texture_network=imagenet_vgg16", f"model.vgg_weights={random_vgg16}",
+                         "+trainer.fast_dev_run=true"], tmp_path / "s3")
     assert np.isfinite(metrics["train/d_loss"]) and np.isfinite(metrics["train/g_texture"])
 
 
@@ -91,6 +94,15 @@ def test_stage1_trains_luma_and_writes_run_dir(chain):
     meta = checkpoint["jpegrestore"]
     assert meta["recipe"] == "qgac_stage1" and meta["network"]["color"] is False
     assert "stats" not in meta["network"] and meta["network"]["_target_"] == "jpegrestore.nn.qgac.QGAC"
+    # dct_stats=null: the statistics were computed from the (colour) training stream at setup, written next to the
+    # checkpoints, and carried by the checkpoint, chroma included
+    assert meta["dct_stats"].startswith("computed from the training data")
+    written = DCTStats.load(out / "dct_stats.json")
+    carried = DCTStats(checkpoint["state_dict"]["net.stats_mean"], checkpoint["state_dict"]["net.stats_std"])
+    assert written.allclose(carried, rtol=1e-6) and not carried.is_prior()
+    prior_std = DCTStats.prior().std
+    assert (carried.std[1:, 0, 0] / prior_std[1:, 0, 0]).max() < 0.4  # measured chroma DC spread: far below the prior
+    assert carried.std[0, 0, 0] > 2 * carried.std[1:, 0, 0].max()  # and below luma's (the prior gives all three alike)
 
 
 def test_stage2_keeps_frozen_y_weights(chain):
@@ -100,7 +112,7 @@ def test_stage2_keeps_frozen_y_weights(chain):
     stage1 = load_network(root / "s1" / "checkpoints" / "last.ckpt")
     for key, value in stage1.y_net.state_dict().items():
         assert torch.equal(model.net.y_net.state_dict()[key], value), key
-    assert torch.equal(model.net.stats_mean[0], stage1.stats_mean[0])
+    assert torch.equal(model.net.stats_mean, stage1.stats_mean) and torch.equal(model.net.stats_std, stage1.stats_std)
     assert all(not p.requires_grad for p in model.net.y_net.parameters())
     model.train()
     assert not model.net.y_net.training and model.net.color_net.training
@@ -110,6 +122,22 @@ def test_stage2_keeps_frozen_y_weights(chain):
     assert model.trainer.optimizers[0].param_groups[0]["params"][0].requires_grad
     optimized = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert not optimized & {id(p) for p in model.net.y_net.parameters()}
+
+
+def test_stage2_uses_the_stage1_runs_chroma_statistics(chain):
+    """Regression: stage 2 once copied only the Y statistics and normalized Cb/Cr with the prior."""
+    root, runs = chain
+    stage1_run = DCTStats.load(root / "s1" / "dct_stats.json")
+    for stage in ("s2", "s3"):
+        net = runs[stage][2].net
+        for component in (1, 2):  # Cb, Cr
+            torch.testing.assert_close(net.stats_std[component].double(), stage1_run.std[component], rtol=1e-6, atol=0)
+            torch.testing.assert_close(net.stats_mean[component].double(), stage1_run.mean[component],
+                                       rtol=1e-6, atol=1e-9)
+        checkpoint = torch.load(root / stage / "checkpoints" / "last.ckpt", weights_only=True)
+        assert "inherited from" in checkpoint["jpegrestore"]["dct_stats"]
+        carried_std = checkpoint["state_dict"]["net.stats_std"].double()
+        torch.testing.assert_close(carried_std, stage1_run.std, rtol=1e-6, atol=0)
 
 
 def test_stage2_rejects_missing_y_checkpoint(tmp_path):
@@ -177,15 +205,17 @@ def test_stage3_gan_updates_both_networks(chain):
     assert any(k.startswith("discriminator.") for k in checkpoint["state_dict"])
     assert len(checkpoint["optimizer_states"]) == 2 and len(checkpoint["lr_schedulers"]) == 2
     assert checkpoint["jpegrestore"]["recipe"] == "qgac_stage3"
+    assert checkpoint["jpegrestore"]["texture_network"] == "minc_vgg16"
+    assert model.texture_loss.convention == "caffe_bgr"
     scheduler_lr = trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
     assert scheduler_lr < 1e-4  # cosine annealing stepped once per batch
 
 
-def test_stage3_checkpoint_resumes_with_vgg(chain, random_vgg16, tmp_path):
+def test_stage3_checkpoint_resumes_with_vgg(chain, random_minc_vgg16, tmp_path):
     root, _ = chain
     s2, s3 = root / "s2" / "checkpoints" / "last.ckpt", root / "s3" / "checkpoints" / "last.ckpt"
     metrics = run_train([*TINY, *TINY_D, "experiment=qgac_stage3", f"model.generator_checkpoint={s2}",
-                         f"model.vgg_weights={random_vgg16}", "trainer.max_steps=6", f"ckpt_path={s3}"], tmp_path)
+                         f"model.vgg_weights={random_minc_vgg16}", "trainer.max_steps=6", f"ckpt_path={s3}"], tmp_path)
     assert np.isfinite(metrics["train/g_loss"])
 
 
@@ -210,5 +240,48 @@ def test_texture_loss_requires_vgg_weights(chain, tmp_path, monkeypatch):
     monkeypatch.delenv("JPEGRESTORE_WEIGHTS", raising=False)
     cfg = compose_train([*TINY, *TINY_D, "experiment=qgac_stage3",
                          f"model.generator_checkpoint={root / 's2' / 'checkpoints' / 'last.ckpt'}"], tmp_path)
-    with pytest.raises(Exception, match="vgg16-397923af.pth"):
+    with pytest.raises(Exception, match="minc_vgg16.pth"):  # the paper's texture network is the default
         instantiate(cfg.model)
+
+
+def test_evaluation_header_names_texture_network_grouping_and_statistics(chain, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+    from jpegrestore.evaluation import evaluate_config
+
+    root, _ = chain
+    ckpt = root / "s3" / "checkpoints" / "last.ckpt"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[f"ckpt={ckpt}", "qf=[10]", "metrics=[psnr]", "max_images=1",
+                                                          "tile=0", "device=cpu", "progress=false", "comparisons=0"])
+    evaluate_config(cfg, tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "- recipe: qgac_stage3" in summary and "- texture network: minc_vgg16" in summary
+    assert "- QGAC frequency grouping: isolated" in summary
+    assert "- DCT statistics: computed from the training data at setup" in summary
+
+
+def test_stage3_gan_resumes_midepoch_bit_identically(chain, random_minc_vgg16, tmp_path):
+    """Manual optimization with two optimizers (global_step counts G and D steps): a run stopped mid-epoch and
+    resumed from last.ckpt ends on the weights of both networks of an uninterrupted run."""
+    root, _ = chain
+    s2 = root / "s2" / "checkpoints" / "last.ckpt"
+    # 8 crops / batch 2 = 4 batches per epoch; last.ckpt after batch 3 (global step 6), mid-epoch.
+    base = [*TINY, *TINY_D, "experiment=qgac_stage3", f"model.generator_checkpoint={s2}",
+            f"model.vgg_weights={random_minc_vgg16}", "data.samples_per_epoch=8", "trainer.val_check_interval=3"]
+
+    def fit(out, max_steps, ckpt_path=None):
+        _, dm, model, trainer = _fit([*base, f"trainer.max_steps={max_steps}"], out)
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        return model
+
+    full = fit(tmp_path / "full", 12)
+    fit(tmp_path / "first", 6)
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 6
+    resumed = fit(tmp_path / "resumed", 12, str(last))
+    for part in ("net", "discriminator"):
+        a, b = getattr(full, part).state_dict(), getattr(resumed, part).state_dict()
+        for key, value in a.items():
+            assert torch.equal(value, b[key]), f"{part}.{key}"

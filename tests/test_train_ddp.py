@@ -45,3 +45,11 @@ def test_ddp_sim_stage1_ranks_agree(tmp_path):
     _assert_identical_ranks(tmp_path, 2, ("net.y_net.",))
     assert result.stdout.count("Held-out (val) PSNR") == 1  # rank 0 prints the table, rank 1 stays quiet
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # dct_stats=null: rank 0 computed the DCT statistics at setup and both ranks normalize with them
+    from jpegrestore.nn.qgac import DCTStats
+
+    written = DCTStats.load(tmp_path / "dct_stats.json")
+    for rank in (0, 1):
+        buffers = torch.load(tmp_path / "ranks" / f"rank{rank}.pt", weights_only=True)["buffers"]
+        assert DCTStats(buffers["net.stats_mean"], buffers["net.stats_std"]).allclose(written, rtol=1e-6), rank
+    assert (result.stderr + result.stdout).count("computing the DCT statistics") == 1  # on rank 0 only

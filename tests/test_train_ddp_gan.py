@@ -19,8 +19,8 @@ def stage2_checkpoint(tmp_path_factory):
     return out / "checkpoints" / "last.ckpt"
 
 
-def test_ddp_sim_stage3_gan_ranks_agree(tmp_path, stage2_checkpoint, random_vgg16):
+def test_ddp_sim_stage3_gan_ranks_agree(tmp_path, stage2_checkpoint, random_minc_vgg16):
     overrides = [*_ddp_overrides("qgac_stage3"), *TINY_D, f"model.generator_checkpoint={stage2_checkpoint}",
-                 f"model.vgg_weights={random_vgg16}", "trainer.max_steps=4"]
+                 f"model.vgg_weights={random_minc_vgg16}", "trainer.max_steps=4"]
     _train_py(overrides, tmp_path)
     _assert_identical_ranks(tmp_path, 4, ("net.y_net.", "net.color_net.", "discriminator."))

@@ -88,6 +88,13 @@ REGISTRY: dict[str, WeightSpec] = {
             (_TORCHVISION + "vgg16-397923af.pth",),
         ),
         WeightSpec(
+            "minc_vgg16",
+            "recipe: QGAC texture loss, the paper's MINC-2500 VGG16 (texture_network=minc_vgg16)",
+            ("minc_vgg16.pth",),
+            ("Bell et al. 2015 MINC-2500 VGG16 Caffe model (http://opensurfaces.cs.cornell.edu/publications/minc/), "
+             "converted with `python -m jpegrestore.losses.convert_minc`",),
+        ),
+        WeightSpec(
             "vgg19",
             "recipe: posterior GAN perceptual loss (VGG19 conv5_4)",
             ("vgg19-dcbb9e9d.pth",),

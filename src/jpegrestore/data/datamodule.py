@@ -170,16 +170,19 @@ class RestorationDataModule(pl.LightningDataModule):
     def _streaming(self) -> bool:
         return isinstance(self._source("train"), ShardedSource)
 
-    def _streaming_dataset(self, rank: int, world: int, epoch: int) -> StreamingCropDataset:
-        """The train split of a sharded source for one rank and epoch (shared read/skip counters)."""
+    def _streaming_dataset(self, rank: int, world: int, epoch: int, grayscale: Optional[bool] = None
+                           ) -> StreamingCropDataset:
+        """The train split of a sharded source for one rank and epoch (shared read/skip counters); ``grayscale``
+        overrides the datamodule's."""
         source = self._source("train")
         if "train" not in self.stream_counts:
             self.stream_counts["train"] = StreamCounts(source.where, self.crop_size)
         return StreamingCropDataset(
             source, self.samples_per_epoch, rank=rank, world_size=world, epoch=epoch,
             counts=self.stream_counts["train"], crop_size=self.crop_size, quality=self.quality,
-            misalign_prob=self.misalign_prob, flips=self.flips, rotations=self.rotations, grayscale=self.grayscale,
-            compression=self.compression, subsampling=self.subsampling, seed=self.seed,
+            misalign_prob=self.misalign_prob, flips=self.flips, rotations=self.rotations,
+            grayscale=self.grayscale if grayscale is None else grayscale, compression=self.compression,
+            subsampling=self.subsampling, seed=self.seed,
         )
 
     def _build(self, split: str) -> None:
@@ -243,6 +246,26 @@ class RestorationDataModule(pl.LightningDataModule):
             raise ValueError("RestorationDataModule: no train_source configured")
         sampler = EpochSampler(self.datasets["train"], num_replicas=world, rank=rank, epoch=epoch)
         return self._loader(self.datasets["train"], self.batch_size, sampler)
+
+    def statistics_dataloader(self) -> DataLoader:
+        """The whole first-epoch training stream in colour, on one process (no DDP sharding).
+
+        Same crops, qualities and subsampling as ``train_dataloader`` at epoch 0 on a single process, but
+        always RGB (also with ``grayscale=True``), so every component's DCT statistics can be measured.
+        """
+        source = self._source("train")
+        if source is None:
+            raise ValueError("RestorationDataModule: no train_source configured")
+        if self._streaming():
+            return StatefulDataLoader(self._streaming_dataset(0, 1, 0, grayscale=False), batch_size=self.batch_size,
+                                      num_workers=self.num_workers, collate_fn=collate, drop_last=True)
+        dataset = RandomCropDataset(
+            source, self._scan("train", self.crop_size), self.crop_size, self.quality,
+            samples_per_epoch=self.samples_per_epoch, misalign_prob=self.misalign_prob, flips=self.flips,
+            rotations=self.rotations, grayscale=False, compression=self.compression,
+            subsampling=self.subsampling, seed=self.seed,
+        )
+        return self._loader(dataset, self.batch_size, EpochSampler(dataset, num_replicas=1, rank=0, epoch=0))
 
     def _eval_loader(self, split: str):
         self._build(split)

@@ -328,7 +328,9 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
     )
     header = [f"data: {getattr(source, 'where', source)} ({len(source)} images)"]
     if ckpt:
-        header.insert(0, f"checkpoint: {ckpt}")
+        from jpegrestore.tasks.checkpoint import checkpoint_description
+
+        header[:0] = [f"checkpoint: {ckpt}", *checkpoint_description(ckpt)]
     domain = getattr(method, "domain", None)
     if domain is not None:
         from jpegrestore.evaluation.domain import qualities_outside

@@ -1,13 +1,23 @@
 """QGAC's texture loss: L1 distance between VGG16 conv5_3 (pre-activation) features.
 
-The VGG16 weights come from a local file resolved by ``jpegrestore.weights.resolve("vgg16", path)``; nothing
-is downloaded. Images are float [B, 3, H, W] in [0, 1] RGB; they are normalized with the ImageNet mean/std
-before the network (the convention of torchvision's VGG16 and of MINC-VGG16 ports to PyTorch).
+Two texture networks, each with the input convention it was trained with (images arrive as float
+[B, 3, H, W] RGB in [0, 1]):
+
+- ``minc_vgg16`` (the paper, QGAC eq. 2): VGG16 trained on MINC-2500 materials (Bell et al. 2015), released
+  as a Caffe model. Caffe convention: BGR channel order, 0..255, minus the mean pixel (B, G, R) =
+  (104, 117, 124). Convert the Caffe weights once with ``python -m jpegrestore.losses.convert_minc``; the
+  converted file records the convention and the mean.
+- ``imagenet_vgg16``: torchvision's ImageNet VGG16 (``vgg16-397923af.pth``). torchvision convention: RGB in
+  [0, 1], normalized with the ImageNet mean/std.
+
+Weights come from local files resolved by ``jpegrestore.weights`` (``minc_vgg16.pth`` / ``vgg16-397923af.pth``
+or an explicit path); nothing is downloaded.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +29,16 @@ VGG16_CONV_INDEX = {
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Mean pixel of the MINC Caffe models, in their BGR order on a 0..255 scale.
+MINC_MEAN_BGR = (104.0, 117.0, 124.0)
+
+#: Key of the description a converted file carries next to its ``state_dict``.
+VGG_META_KEY = "jpegrestore_vgg"
+#: texture network name -> (jpegrestore.weights entry, input convention)
+TEXTURE_NETWORKS = {
+    "imagenet_vgg16": ("vgg16", "torchvision_rgb"),
+    "minc_vgg16": ("minc_vgg16", "caffe_bgr"),
+}
 
 
 def _features_state_dict(state: dict, source: str) -> dict:
@@ -32,11 +52,28 @@ def _features_state_dict(state: dict, source: str) -> dict:
     return state
 
 
-def build_vgg16_features(layer: str = "conv5_3", weights_path: str | Path | None = None) -> nn.Sequential:
+def _check_file_network(data: dict, network: str, source: str) -> dict[str, Any]:
+    """The file's description (converted MINC files have one, torchvision files none) checked against ``network``."""
+    meta = data.get(VGG_META_KEY) if isinstance(data, dict) else None
+    file_network = meta.get("network") if isinstance(meta, dict) else None
+    if network == "minc_vgg16" and file_network != "minc_vgg16":
+        raise ValueError(f"{source} is not a converted MINC VGG16 file (no '{VGG_META_KEY}' entry naming minc_vgg16); "
+                         "convert the Caffe MINC-2500 VGG16 with `python -m jpegrestore.losses.convert_minc`, "
+                         "or set texture_network=imagenet_vgg16 for torchvision's ImageNet VGG16")
+    if network == "imagenet_vgg16" and file_network not in (None, "imagenet_vgg16"):
+        raise ValueError(f"{source} holds {file_network} weights; set texture_network={file_network}")
+    return dict(meta or {})
+
+
+def load_vgg16_features(
+    layer: str = "conv5_3", weights_path: str | Path | None = None, network: str = "imagenet_vgg16"
+) -> tuple[nn.Sequential, dict[str, Any]]:
     """torchvision VGG16 ``features`` truncated after ``layer`` (pre-activation), loaded from a local file.
 
-    weights_path: a torchvision ``vgg16-*.pth`` state dict (or features-only), or None to resolve it through
-    ``jpegrestore.weights`` ($JPEGRESTORE_WEIGHTS, torch-hub cache). Parameters are frozen, module in eval mode.
+    weights_path: the network's file (torchvision ``vgg16-*.pth`` or features-only state dict for
+    ``imagenet_vgg16``; a ``convert_minc`` output for ``minc_vgg16``), or None to resolve it through
+    ``jpegrestore.weights`` ($JPEGRESTORE_WEIGHTS, torch-hub cache). -> (frozen module in eval mode, the
+    file's description: ``{"network", "input", "mean_bgr", ...}`` for converted files, ``{}`` otherwise).
     """
     from torchvision.models.vgg import cfgs, make_layers
 
@@ -44,30 +81,53 @@ def build_vgg16_features(layer: str = "conv5_3", weights_path: str | Path | None
 
     if layer not in VGG16_CONV_INDEX:
         raise ValueError(f"unknown VGG16 layer {layer!r}; choose one of {sorted(VGG16_CONV_INDEX)}")
-    path = Path(weights.resolve("vgg16", weights_path))
+    if network not in TEXTURE_NETWORKS:
+        raise ValueError(f"unknown texture network {network!r}; choose one of {sorted(TEXTURE_NETWORKS)}")
+    path = Path(weights.resolve(TEXTURE_NETWORKS[network][0], weights_path))
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold VGG16 weights (expected a state dict)")
+    meta = _check_file_network(data, network, str(path))
     features = make_layers(cfgs["D"])[: VGG16_CONV_INDEX[layer] + 1]  # cfg D is VGG16
-    state = _features_state_dict(torch.load(path, map_location="cpu", weights_only=True), str(path))
+    state = _features_state_dict(data, str(path))
     wanted = set(features.state_dict())
     missing = wanted - set(state)
     if missing:
         raise ValueError(f"{path} lacks VGG16 feature weights {sorted(missing)}")
     features.load_state_dict({k: state[k] for k in wanted})
     features.requires_grad_(False)
-    return features.eval()
+    return features.eval(), meta
+
+
+def build_vgg16_features(layer: str = "conv5_3", weights_path: str | Path | None = None,
+                         network: str = "imagenet_vgg16") -> nn.Sequential:
+    """The module of :func:`load_vgg16_features` alone."""
+    return load_vgg16_features(layer, weights_path, network)[0]
 
 
 class TextureLoss(nn.Module):
     """Texture loss (QGAC eq. 2): ``mean |VGG16_conv5_3(pred) - VGG16_conv5_3(target)|``.
 
-    (pred, target) [B, 3, H, W] RGB in [0, 1] -> scalar. The VGG stays frozen and in eval mode; gradients
-    flow to ``pred`` only. Grayscale inputs [B, 1, H, W] are repeated to three channels.
+    (pred, target) [B, 3, H, W] RGB in [0, 1] -> scalar. ``network``: "minc_vgg16" (the paper) or
+    "imagenet_vgg16"; inputs are converted to that network's convention (module docstring). The VGG stays
+    frozen and in eval mode; gradients flow to ``pred`` only. Grayscale inputs [B, 1, H, W] are repeated to
+    three channels.
     """
 
-    def __init__(self, weights_path: str | Path | None = None, layer: str = "conv5_3") -> None:
+    def __init__(self, weights_path: str | Path | None = None, layer: str = "conv5_3",
+                 network: str = "imagenet_vgg16") -> None:
         super().__init__()
-        self.features = build_vgg16_features(layer, weights_path)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.features, meta = load_vgg16_features(layer, weights_path, network)
+        self.network = network
+        self.convention = TEXTURE_NETWORKS[network][1]
+        if self.convention == "caffe_bgr":
+            mean_bgr = tuple(float(v) for v in meta.get("mean_bgr", MINC_MEAN_BGR))
+            scale, mean, std = 255.0, torch.tensor(mean_bgr[::-1]), torch.ones(3)  # mean in RGB order
+        else:
+            scale, mean, std = 1.0, torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self.scale = scale
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> "TextureLoss":
         """The feature network never leaves eval mode."""
@@ -75,10 +135,15 @@ class TextureLoss(nn.Module):
         self.features.eval()
         return self
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+    def network_input(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB [B, 3 or 1, H, W] in [0, 1] -> the texture network's input (BGR 0..255 - mean, or normalized RGB)."""
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        return self.features((x - self.mean) / self.std)
+        x = (x * self.scale - self.mean) / self.std
+        return x.flip(1) if self.convention == "caffe_bgr" else x
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.network_input(x))
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -184,12 +184,17 @@ class RestorationTask(pl.LightningModule):
         """``{"_target_": ..., **kwargs}`` that rebuilds ``self.net`` (weights come from the state dict)."""
         return {k: v for k, v in self.network_config.items() if k not in self.state_carried_kwargs}
 
+    def checkpoint_extras(self) -> dict[str, Any]:
+        """Recipe facts added to ``checkpoint["jpegrestore"]`` (e.g. where normalization statistics came from)."""
+        return {}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[METADATA_KEY] = {
             "format": FORMAT_VERSION,
             "recipe": self.recipe,
             "network": self.network_spec(),
             "state_dict_prefix": "net.",
+            **self.checkpoint_extras(),
         }
         if self.evaluation_method:
             checkpoint[METADATA_KEY]["evaluation_method"] = self.evaluation_method

@@ -88,3 +88,25 @@ def checkpoint_recipe(ckpt_path: str | Path) -> str:
     """Name of the training recipe that wrote ``ckpt_path`` (e.g. ``"qgac_stage3"``)."""
     checkpoint = read_checkpoint(ckpt_path)
     return str(checkpoint_metadata(checkpoint, str(ckpt_path)).get("recipe", "unknown"))
+
+
+def checkpoint_description(ckpt_path: str | Path) -> list[str]:
+    """Header lines saying what a checkpoint was trained with (for evaluation summaries).
+
+    -> e.g. ``["recipe: qgac_stage3", "QGAC frequency grouping: isolated", "DCT statistics: computed ...",
+    "texture network: minc_vgg16"]``; entries the checkpoint does not record are left out.
+    """
+    try:
+        checkpoint = torch.load(Path(ckpt_path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # same failure modes as read_checkpoint
+        raise ValueError(f"cannot read checkpoint {ckpt_path}: {error}") from error
+    meta = checkpoint_metadata(checkpoint, str(ckpt_path))
+    network = meta.get("network", {})
+    lines = [f"recipe: {meta.get('recipe', 'unknown')}"]
+    if str(network.get("_target_", "")).endswith(".QGAC"):
+        lines.append(f"QGAC frequency grouping: {network.get('frequency_grouping', 'isolated')}")
+    if meta.get("dct_stats"):
+        lines.append(f"DCT statistics: {meta['dct_stats']}")
+    if meta.get("texture_network"):
+        lines.append(f"texture network: {meta['texture_network']}")
+    return lines

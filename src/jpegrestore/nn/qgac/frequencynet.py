@@ -9,6 +9,11 @@ from .rrdb import RRDB
 
 FREQUENCIES = 64
 
+#: How FrequencyNet's dense blocks concatenate features. "isolated" (default, the paper's Section 3.1: each
+#: frequency is processed "in isolation"): per-frequency interleaving, no feature crosses frequencies.
+#: "plain_concat" (the author's code): plain channel concatenation, so grouped convs mix frequencies.
+FREQUENCY_GROUPINGS = ("isolated", "plain_concat")
+
 
 def blocks_to_frequencies(x: torch.Tensor) -> torch.Tensor:
     """Move each 8x8 block's coefficients to channels, frequency-major.
@@ -45,14 +50,23 @@ class FrequencyNet(nn.Module):
         in_channels, out_channels: channels per coefficient position of input/output (64 in the Y net,
             the output of the first BlockNet; 1 for a single coefficient plane).
         channels: total RRDB width, a multiple of 64 (256 in the paper: 4 per frequency).
+        grouping: "isolated" (default: every frequency keeps its own features through the dense blocks) or
+            "plain_concat" (the author's code; see FREQUENCY_GROUPINGS).
 
     forward: [B, in, 8h, 8w] -> [B, out, 8h, 8w].
     """
 
     def __init__(
-        self, in_channels: int = 64, out_channels: int = 64, channels: int = 256, num_rrdb: int = 1
+        self,
+        in_channels: int = 64,
+        out_channels: int = 64,
+        channels: int = 256,
+        num_rrdb: int = 1,
+        grouping: str = "isolated",
     ) -> None:
         super().__init__()
+        if grouping not in FREQUENCY_GROUPINGS:
+            raise ValueError(f"frequency grouping must be one of {FREQUENCY_GROUPINGS}, got {grouping!r}")
         if channels % FREQUENCIES:
             raise ValueError(
                 f"FrequencyNet channels must be a multiple of 64 (one group per frequency), got {channels}"
@@ -60,7 +74,8 @@ class FrequencyNet(nn.Module):
         g = FREQUENCIES
         self.head = nn.Conv2d(g * in_channels, channels, kernel_size=3, padding=1, groups=g)
         self.head_act = nn.PReLU()
-        self.enhance = nn.Sequential(*(RRDB(channels, groups=g) for _ in range(num_rrdb)))
+        isolate = grouping == "isolated"
+        self.enhance = nn.Sequential(*(RRDB(channels, groups=g, isolate_groups=isolate) for _ in range(num_rrdb)))
         self.tail = nn.Conv2d(channels, g * out_channels, kernel_size=3, padding=1, groups=g)
         self.tail_act = nn.PReLU()
 

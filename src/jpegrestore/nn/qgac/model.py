@@ -32,13 +32,15 @@ def nearest_upsample_blocks(blocks: torch.Tensor) -> torch.Tensor:
 
 
 def _resolve_stats(stats: DCTStats | str | Path | None) -> DCTStats:
-    if stats is None:
+    if stats is None or (isinstance(stats, str) and stats == "prior"):
         return DCTStats.prior()
     if isinstance(stats, DCTStats):
         return stats
     if isinstance(stats, (str, Path)):
         return DCTStats.load(stats)
-    raise ValueError(f"stats must be a DCTStats, a path to a .json/.pt stats file, or None; got {type(stats).__name__}")
+    raise ValueError(
+        f"stats must be a DCTStats, a path to a .json/.pt stats file, 'prior' or None; got {type(stats).__name__}"
+    )
 
 
 @torch.no_grad()
@@ -83,11 +85,14 @@ class QGAC(nn.Module):
         cfm_hidden: table-CNN width of every CFM (64).
         inner_channels: coefficient-layout channels between the Y subnetworks (64).
         fusion_width: per-frequency width of the Y fusion convs (4).
-        stats: DCTStats, path to a stats file, or None for DCTStats.prior(); kept as buffers
-            `stats_mean`/`stats_std` [3, 8, 8] so checkpoints carry them.
+        stats: DCTStats, path to a stats file, or None / "prior" for DCTStats.prior(), a placeholder that
+            checkpoints and the training tasks (jpegrestore.tasks.dct_stats) overwrite with measured values.
+            Kept as buffers `stats_mean`/`stats_std` [3, 8, 8] so checkpoints carry them.
         color: build the colour net. Without it, colour inputs get restored Y and unrestored
             (nearest-upsampled) chroma.
         init_scale: multiplier of the He-normal init of RRDB convs (0.1, as in ESRGAN and QGAC).
+        frequency_grouping: "isolated" (paper, default) or "plain_concat" (the author's code), see
+            FrequencyNet.
         residual_init_scale: multiplier of the init of the two output layers (Y fusion's last conv,
             colour decoder CFM); 0.01 makes the initial residuals a fraction of a gray level.
 
@@ -108,6 +113,7 @@ class QGAC(nn.Module):
         color: bool = True,
         init_scale: float = 0.1,
         residual_init_scale: float = 0.01,
+        frequency_grouping: str = "isolated",
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
@@ -120,8 +126,9 @@ class QGAC(nn.Module):
             "color": color,
             "init_scale": init_scale,
             "residual_init_scale": residual_init_scale,
+            "frequency_grouping": frequency_grouping,
         }
-        self.y_net = YNet(block_channels, freq_channels, inner_channels, cfm_hidden, fusion_width)
+        self.y_net = YNet(block_channels, freq_channels, inner_channels, cfm_hidden, fusion_width, frequency_grouping)
         self.color_net = ColorNet(color_channels, cfm_hidden) if color else None
         resolved = _resolve_stats(stats)
         # Buffers follow the construction device (also torch.device("meta")); checkpoints carry them.
@@ -138,6 +145,12 @@ class QGAC(nn.Module):
     def stats(self) -> DCTStats:
         """The normalization statistics in use (a CPU float64 copy)."""
         return DCTStats(self.stats_mean, self.stats_std)
+
+    @torch.no_grad()
+    def set_stats(self, stats: DCTStats) -> None:
+        """Replace the normalization statistics (all three components) in the buffers."""
+        self.stats_mean.copy_(stats.mean)
+        self.stats_std.copy_(stats.std)
 
     def _dequantized(self, coeffs: Any, component: int) -> torch.Tensor:
         """Dequantized coefficient blocks [B, hb, wb, 8, 8] of one component, in the buffers' dtype."""

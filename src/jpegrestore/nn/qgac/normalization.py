@@ -3,10 +3,12 @@
 Coefficients here are dequantized (quantized coefficient * table) orthonormal 8x8 DCT-II values of
 level-shifted samples (0..255 minus 128), in [..., 8, 8] block layout.
 
-When no measured statistics are given, `DCTStats.prior()` is used: mean 0 for every frequency, DC std
+`DCTStats.prior()` is a data-independent placeholder (what `QGAC(stats=None)` starts from before a
+checkpoint or a training task fills the buffers with measured values): mean 0 for every frequency, DC std
 8 * 255 / sqrt(12) ~ 589 (block means uniform over 0..255), AC std 70 * r**-1.45 with r = sqrt(u^2 + v^2)
 (the power-law falloff of natural-image spectra, about 70 at (0, 1) and 2.5 at (7, 7)), the same for
-all three components. It depends on no data set; measured Flickr2K stats give Y DC mean ~ -112 and std ~ 496.
+all three components. It depends on no data set; measured Flickr2K stats give Y DC mean ~ -112 and std ~ 496,
+and measured Cb/Cr spreads are only 0.1-0.4x the prior's, so training with it normalizes chroma 3-10x wrong.
 """
 
 from __future__ import annotations
@@ -83,6 +85,16 @@ class DCTStats:
     def prior(cls) -> "DCTStats":
         """Data-independent default (see module docstring)."""
         return cls(torch.zeros(3, 8, 8, dtype=torch.float64, device="cpu"), _prior_std().expand(3, 8, 8).clone())
+
+    def is_prior(self) -> bool:
+        """True when these are (numerically) the values of :meth:`prior`."""
+        return self.allclose(DCTStats.prior())
+
+    def allclose(self, other: "DCTStats", rtol: float = 1e-5) -> bool:
+        """Same mean and std up to ``rtol`` (relative to each frequency's std)."""
+        tolerance = rtol * other.std
+        return bool(((self.mean - other.mean).abs() <= tolerance).all()
+                    and ((self.std - other.std).abs() <= tolerance).all())
 
     def normalize(self, blocks: torch.Tensor, component: int | str) -> torch.Tensor:
         """[..., 8, 8] dequantized coefficients -> normalized, for component "y", "cb" or "cr"."""

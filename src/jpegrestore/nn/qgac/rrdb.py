@@ -2,6 +2,8 @@
 
 With `groups=G` every convolution is grouped and the dense concatenations are interleaved per group, so
 group g only ever sees its own features. FrequencyNet uses this with G=64, one group per DCT frequency.
+`isolate_groups=False` concatenates plainly instead (as the QGAC author's code does): the grouped convs then
+see slices of the stacked features that cross group boundaries, so groups mix from the second conv on.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ class DenseBlock(nn.Module):
         num_convs: int = 5,
         residual_scale: float = 0.2,
         kernel_size: int = 3,
+        isolate_groups: bool = True,
     ) -> None:
         super().__init__()
         if channels % groups:
             raise ValueError(f"DenseBlock channels ({channels}) must be a multiple of groups ({groups})")
         self.groups = groups
+        self.concat_groups = groups if isolate_groups else 1
         self.residual_scale = residual_scale
         pad = kernel_size // 2
         self.convs = nn.ModuleList(
@@ -55,7 +59,7 @@ class DenseBlock(nn.Module):
         features = [x]
         out = x
         for conv, act in zip(self.convs, self.acts):
-            out = act(conv(grouped_cat(features, self.groups)))
+            out = act(conv(grouped_cat(features, self.concat_groups)))
             features.append(out)
         return x + self.residual_scale * out
 
@@ -65,7 +69,9 @@ class RRDB(nn.Module):
 
     Args:
         channels: feature width C (must be a multiple of `groups`).
-        groups: number of independent channel groups (64 in FrequencyNet, one per frequency).
+        groups: number of channel groups of every conv (64 in FrequencyNet, one per frequency).
+        isolate_groups: interleave the dense concatenations per group so groups never mix (default);
+            False: plain concatenation (see the module docstring).
 
     Shapes: [B, C, H, W] -> [B, C, H, W].
     """
@@ -78,11 +84,13 @@ class RRDB(nn.Module):
         num_convs: int = 5,
         residual_scale: float = 0.2,
         kernel_size: int = 3,
+        isolate_groups: bool = True,
     ) -> None:
         super().__init__()
         self.residual_scale = residual_scale
         self.blocks = nn.Sequential(
-            *(DenseBlock(channels, groups, num_convs, residual_scale, kernel_size) for _ in range(num_dense_blocks))
+            *(DenseBlock(channels, groups, num_convs, residual_scale, kernel_size, isolate_groups)
+              for _ in range(num_dense_blocks))
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ class YNet(nn.Module):
             BlockNet(64->64)).
         cfm_hidden: width of every CFM table CNN (64).
         fusion_width: per-frequency width of the fusion convs (4).
+        frequency_grouping: FrequencyNet's dense concatenation, "isolated" (paper) or "plain_concat".
 
     forward(y [B, 1, H, W] normalized coefficients, table [B, 1, 8, 8] luma table / 255)
         -> restored normalized coefficients [B, 1, H, W] = y + fusion(BlockNet2, FrequencyNet, BlockNet1).
@@ -57,11 +58,12 @@ class YNet(nn.Module):
         inner_channels: int = 64,
         cfm_hidden: int = 64,
         fusion_width: int = 4,
+        frequency_grouping: str = "isolated",
     ) -> None:
         super().__init__()
         c = inner_channels
         self.block_encoder = BlockNet(1, c, block_channels, cfm_hidden)
-        self.frequency_net = FrequencyNet(c, c, freq_channels)
+        self.frequency_net = FrequencyNet(c, c, freq_channels, grouping=frequency_grouping)
         self.block_decoder = BlockNet(c, c, block_channels, cfm_hidden)
         self.fusion = FrequencyFusion((c, c, c), fusion_width)
 
