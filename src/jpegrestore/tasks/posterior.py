@@ -83,7 +83,8 @@ class PosteriorGAN(RestorationTask):
     Args:
         network, discriminator: constructor configs of G and D.
         optimizer, scheduler / discriminator_optimizer, discriminator_scheduler: of G / of D (D falls back to G's).
-        variant: "ffhq" (GAN + C + FM) or "general" (GAN + C + FM + P + SM), the paper's two models.
+        variant: "ffhq" (GAN + C + FM) or "general" (GAN + C + FM + P + SM), the paper's two models. A term
+            whose weight is 0 is left out (lambda_p=0 trains "general" without the VGG19 file).
         draws: P, the draws of Z per input (>= 2 when SM is used).
         lambda_r1, lambda_fm, lambda_p, lambda_sm: weights of R1, FM, P and SM.
         lambda_c: the consistency weight's schedule, ``[[iteration, value], ...]`` piecewise linear over
@@ -123,7 +124,9 @@ class PosteriorGAN(RestorationTask):
         super().__init__(network, optimizer, scheduler, grid_images)
         if variant not in VARIANT_TERMS:
             raise ValueError(f"model.variant must be one of {sorted(VARIANT_TERMS)}, got {variant!r}")
-        self.terms = VARIANT_TERMS[variant]
+        # A term whose weight is 0 is not computed (and needs no VGG19 / MMSE checkpoint).
+        off = {"p": lambda_p == 0, "sm": lambda_sm == 0}
+        self.terms = tuple(t for t in VARIANT_TERMS[variant] if not off.get(t, False))
         minimum_draws = 2 if "sm" in self.terms else 1
         if int(draws) < minimum_draws:
             raise ValueError(f"model.draws must be >= {minimum_draws} for variant {variant!r}, got {draws}")
