@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 # Stream ids keep the draws of different purposes independent of each other and of option changes.
-STREAMS = {"image": 1, "crop": 2, "flip": 3, "quality": 4, "replace": 5, "permutation": 6}
+STREAMS = {"image": 1, "crop": 2, "flip": 3, "quality": 4, "replace": 5, "permutation": 6, "shards": 7}
 
 MIN_QUALITY, MAX_QUALITY = 1, 100
 
