@@ -84,7 +84,8 @@ def test_evaluation_reports_std_consistency_and_fid_status(ckpt, tmp_path):
     batch = (torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(9)) * 255).round() / 255
     rows, _ = evaluator.evaluate_batch(["img0.png"], batch, 10)
     row = next(r for r in rows if r["method"] == method.name)
-    assert row["sample_std"] == pytest.approx(method.last_samples.std(0).mean().item(), rel=1e-6)
+    eight_bit = (method.last_samples * 255).round() / 255  # the evaluation measures the 8-bit outputs
+    assert row["sample_std"] == pytest.approx(eight_bit.std(0).mean().item(), rel=1e-5)
     assert row["sample_std"] > 0
     # The mean of two projected draws stays close to consistent (each draw is exactly consistent).
     jpeg_row = next(r for r in rows if r["method"] == "jpeg")
