@@ -102,3 +102,10 @@ def test_discriminator_any_size_and_errors():
         critic(torch.rand(1, 3, 4, 16))
     with pytest.raises(ValueError, match="norm"):
         VGGStyleDiscriminator(norm="layer")
+
+
+def test_critic_without_norm_starts_with_input_dependent_logits():
+    torch.manual_seed(0)
+    critic = VGGStyleDiscriminator(base_channels=8, stages=3, norm="none")
+    logits = critic(torch.rand(16, 3, 48, 48))
+    assert logits.std() > 0.05  # He init: the logits depend on the image from the start

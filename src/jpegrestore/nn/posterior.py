@@ -225,6 +225,17 @@ class VGGStyleDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(4)
         self.head = nn.Sequential(nn.Linear(width_in * 16, 100), nn.LeakyReLU(0.2), nn.Linear(100, 1))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """He initialization for LeakyReLU(0.2), biases 0: without BatchNorm, PyTorch's default init shrinks the
+        activations layer by layer and the critic starts (and, on short runs, stays) at constant logits."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, a=0.2, nonlinearity="leaky_relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
