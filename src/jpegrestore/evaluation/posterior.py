@@ -4,7 +4,8 @@
 (``jpeg.project``, Eq. 11: "Ours-P"); ``samples=S > 1`` returns the mean of the S draws ("Ours-A"; the paper
 averages 64) and exposes the draws as ``last_samples``, so the evaluation reports their per-pixel standard
 deviation and computes FID on the first draw. With ``project`` and S > 1 the draws are projected before
-averaging; the mean of consistent draws need not be consistent itself.
+averaging; their mean lies in the same quantization bins (the bins are convex), so it stays consistent up to the
+8-bit rounding of the output.
 """
 
 from __future__ import annotations
