@@ -17,14 +17,10 @@ import torch
 from torch import Tensor
 
 from jpegrestore import jpeg
-from jpegrestore.evaluation.methods import as_supported_layout, resolve_device
+from jpegrestore.evaluation.methods import resolve_device
 from jpegrestore.evaluation.tiling import restore_tiled
 
 log = logging.getLogger(__name__)
-
-#: Draws averaged by "-A" in the paper (also this method's ``samples`` when asked to average without a count).
-PAPER_AVERAGE_SAMPLES = 64
-
 
 class PosteriorMethod:
     """S draws of a posterior generator per JPEG, each from a seeded ``torch.Generator`` (reproducible).
@@ -69,18 +65,18 @@ class PosteriorMethod:
     @torch.no_grad()
     def sample(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor, num_samples: int,
                generator: torch.Generator | None = None) -> Tensor:
-        """``num_samples`` independent draws [S, B, C, H, W] in [0, 1] (projected when ``project``)."""
+        """``num_samples`` independent draws [S, B, C, H, W] in [0, 1] (projected when ``project``). The generator
+        decodes the coefficients itself, so every chroma layout is restored as it is."""
         coeffs = coeffs.to(self.device)
         if generator is not None and generator.device != self.device:
             raise ValueError(f"the generator lives on {generator.device}, the network on {self.device}")
-        network_coeffs = as_supported_layout(coeffs, jpeg_image.to(self.device), ("4:4:4", "4:2:2", "4:2:0"))
 
         def one_draw(part: jpeg.Coefficients) -> Tensor:
             return self.network(part, noise=True, generator=generator).float()
 
         draws = []
         for _ in range(int(num_samples)):
-            draw = restore_tiled(one_draw, network_coeffs, self.tile, self.tile_overlap).clamp(0, 1)
+            draw = restore_tiled(one_draw, coeffs, self.tile, self.tile_overlap).clamp(0, 1)
             if draw.shape[1] != jpeg_image.shape[1]:
                 raise ValueError(f"{self.name} returned {draw.shape[1]} channels for a "
                                  f"{jpeg_image.shape[1]}-channel JPEG")

@@ -33,9 +33,6 @@ from jpegrestore.tasks.base import RestorationTask
 from jpegrestore.tasks.checkpoint import METADATA_KEY, checkpoint_recipe, load_network
 from jpegrestore.tasks.schedules import piecewise_linear
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
-from jpegrestore.utils.logging import get_logger
-
-log = get_logger(__name__)
 
 #: Loss terms (besides the adversarial one) of each model variant of the paper.
 VARIANT_TERMS = {"ffhq": ("c", "fm"), "general": ("c", "fm", "p", "sm")}
