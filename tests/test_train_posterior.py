@@ -115,3 +115,15 @@ def test_general_variant_errors_name_the_mmse_key_and_recipe(runs, tmp_path):
         model(f"model.mmse_checkpoint={runs['gan']}", f"model.vgg_weights={runs['vgg']}")
     with pytest.raises(Exception, match="model.variant"):
         model("model.variant=faces")
+
+
+def test_lambda_c_schedule_is_piecewise_linear():
+    from jpegrestore.tasks.schedules import piecewise_linear
+
+    points = [[0, 1.0], [100, 5.0], [200, 5.0]]
+    assert [piecewise_linear(points, s) for s in (-5, 0, 25, 100, 150, 10_000)] == [1.0, 1.0, 2.0, 5.0, 5.0, 5.0]
+    assert piecewise_linear([[0, 3.0]], 7) == 3.0
+    with pytest.raises(ValueError, match="ascending"):
+        piecewise_linear([[10, 1.0], [5, 2.0]], 0)
+    with pytest.raises(ValueError, match="at least one"):
+        piecewise_linear([], 0)
