@@ -32,3 +32,19 @@ class WarmupCosineLR(LRScheduler):
 
     def get_lr(self) -> list[float]:
         return [self.lr_at(base_lr, self.last_epoch) for base_lr in self.base_lrs]
+
+
+def piecewise_linear(points: list[list[float]] | list[tuple[float, float]], step: float) -> float:
+    """Value at ``step`` of the curve through ``points`` ``[[step_0, value_0], [step_1, value_1], ...]`` (steps
+    ascending): linear between points, constant before the first and after the last. One point: a constant."""
+    if not points:
+        raise ValueError("a piecewise-linear schedule needs at least one [step, value] point")
+    pairs = [(float(s), float(v)) for s, v in points]
+    if any(b[0] < a[0] for a, b in zip(pairs, pairs[1:])):
+        raise ValueError(f"schedule steps must be ascending, got {[s for s, _ in pairs]}")
+    if step <= pairs[0][0]:
+        return pairs[0][1]
+    for (s0, v0), (s1, v1) in zip(pairs, pairs[1:]):
+        if step <= s1:
+            return v1 if s1 == s0 else v0 + (v1 - v0) * (step - s0) / (s1 - s0)
+    return pairs[-1][1]

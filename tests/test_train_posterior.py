@@ -1,0 +1,129 @@
+"""The posterior decoder's recipes through the training harness on tiny configs: the MMSE estimator, the GAN
+(both variants) with the frozen MMSE loaded from its checkpoint, resume with both optimizers' state, the C term's
+gradient reaching the generator, and clear errors for a missing or wrong MMSE checkpoint."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import compose_train, run_train
+from posterior_helpers import POSTERIOR_TINY, TINY_CRITIC, noisy_generator, write_random_vgg19
+from jpegrestore import jpeg
+from jpegrestore.tasks import load_network
+from jpegrestore.tasks.runner import build
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny MMSE run, then a tiny general-variant GAN run against it (4 steps = 2 batches)."""
+    root = tmp_path_factory.mktemp("posterior")
+    vgg = write_random_vgg19(root / "vgg19-random.pth")
+    run_train([*POSTERIOR_TINY, "experiment=posterior_mmse"], root / "mmse")
+    mmse = root / "mmse" / "checkpoints" / "last.ckpt"
+    gan_overrides = [*POSTERIOR_TINY, *TINY_CRITIC, "experiment=posterior_gan", f"model.mmse_checkpoint={mmse}",
+                     f"model.vgg_weights={vgg}", "trainer.max_steps=4", "trainer.val_check_interval=2"]
+    cfg = compose_train(gan_overrides, root / "gan")
+    datamodule, model, trainer = build(cfg)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trainer.fit(model, datamodule=datamodule)
+    return {"root": root, "vgg": vgg, "mmse": mmse, "gan": root / "gan" / "checkpoints" / "last.ckpt",
+            "gan_overrides": gan_overrides, "model": model, "start": start}
+
+
+def test_mmse_checkpoint_is_deterministic_and_trained(runs):
+    saved = torch.load(runs["mmse"], weights_only=True)
+    assert saved["jpegrestore"]["recipe"] == "posterior_mmse" and "evaluation_method" not in saved["jpegrestore"]
+    net = load_network(runs["mmse"])
+    assert net.stochastic is False
+    image = torch.rand(1, 3, 24, 24)
+    coeffs = jpeg.encode(image, quality=10, rounding="exact")
+    assert torch.equal(net(coeffs), net(coeffs))  # zero noise maps
+
+
+def test_gan_updates_generator_and_critic_and_keeps_frozen_parts_out(runs):
+    model, start = runs["model"], runs["start"]
+    for prefix in ("net.", "discriminator."):
+        assert any(not torch.equal(v, start[k]) for k, v in model.state_dict().items() if k.startswith(prefix)), prefix
+    # The frozen MMSE estimator did not move and equals its checkpoint.
+    mmse_state = load_network(runs["mmse"]).state_dict()
+    assert all(torch.equal(v, mmse_state[k]) for k, v in model.mmse.state_dict().items())
+    saved = torch.load(runs["gan"], weights_only=True)
+    assert not [k for k in saved["state_dict"] if k.startswith(("mmse.", "perceptual."))]
+    meta = saved["jpegrestore"]
+    assert meta["recipe"] == "posterior_gan" and meta["mmse_checkpoint"] == str(runs["mmse"])
+    assert meta["evaluation_method"] == "jpegrestore.evaluation.posterior.PosteriorMethod"
+    assert saved["hyper_parameters"]["mmse_checkpoint"] == str(runs["mmse"])
+    assert len(saved["optimizer_states"]) == 2 and saved["global_step"] == 4
+
+
+class StartRecorder(pl.Callback):
+    """Both optimizers' Adam state at the start of fitting."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.step = trainer.global_step
+        self.exp_avg = [[s["exp_avg"].clone() for s in opt.state.values()] for opt in trainer.optimizers]
+
+
+def test_gan_resumes_with_both_optimizers_state(runs, tmp_path):
+    cfg = compose_train([*runs["gan_overrides"], "trainer.max_steps=8", f"ckpt_path={runs['gan']}"], tmp_path)
+    datamodule, model, trainer = build(cfg)
+    recorder = StartRecorder()
+    trainer.callbacks.append(recorder)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(runs["gan"]))
+    saved = torch.load(runs["gan"], weights_only=True)
+    assert recorder.step == 4 and trainer.global_step == 8
+    for index in (0, 1):  # generator, critic
+        expected = [s["exp_avg"] for s in saved["optimizer_states"][index]["state"].values()]
+        assert len(expected) == len(recorder.exp_avg[index]) > 0
+        assert all(torch.equal(a, b) for a, b in zip(expected, recorder.exp_avg[index]))
+    assert model.mmse is not None  # rebuilt from model.mmse_checkpoint, not from our checkpoint
+
+
+def test_consistency_gradient_reaches_the_generator(runs):
+    model = runs["model"]
+    model.net.load_state_dict(noisy_generator().state_dict())  # outputs far from consistent
+    image = torch.rand(2, 3, 32, 32)
+    coeffs = jpeg.encode(image, quality=torch.tensor([10, 50]), rounding="exact")
+    batch = {"target": image, "input": jpeg.decode(coeffs, rounding="exact"), "coeffs": coeffs,
+             "quality": torch.tensor([10, 50])}
+    terms = model.generator_loss(batch, model.draw(batch, 2))
+    assert terms["c"] > 0
+    params = [p for p in model.net.parameters()]
+    grads = torch.autograd.grad(terms["c"], params, allow_unused=True)
+    assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+    assert grads[-1] is not None and grads[-1].abs().sum() > 0  # the output layer's bias
+
+
+def test_ffhq_variant_needs_no_mmse_or_vgg(tmp_path):
+    metrics = run_train([*POSTERIOR_TINY, *TINY_CRITIC, "experiment=posterior_gan", "model.variant=ffhq",
+                         "model.draws=1", "trainer.max_steps=2"], tmp_path)
+    assert "val/psnr" in metrics
+    logged = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/g_fm" in logged and "train/g_c" in logged and "train/g_sm" not in logged
+
+
+def test_general_variant_errors_name_the_mmse_key_and_recipe(runs, tmp_path):
+    def model(*extra):  # Hydra wraps the ValueError; its message is kept
+        return instantiate(compose_train([*POSTERIOR_TINY, *TINY_CRITIC, "experiment=posterior_gan", *extra]).model)
+
+    with pytest.raises(Exception, match="model.mmse_checkpoint"):
+        model()
+    with pytest.raises(Exception, match=r"last.ckpt was written by recipe 'posterior_gan'"):
+        model(f"model.mmse_checkpoint={runs['gan']}", f"model.vgg_weights={runs['vgg']}")
+    with pytest.raises(Exception, match="model.variant"):
+        model("model.variant=faces")
+
+
+def test_lambda_c_schedule_is_piecewise_linear():
+    from jpegrestore.tasks.schedules import piecewise_linear
+
+    points = [[0, 1.0], [100, 5.0], [200, 5.0]]
+    assert [piecewise_linear(points, s) for s in (-5, 0, 25, 100, 150, 10_000)] == [1.0, 1.0, 2.0, 5.0, 5.0, 5.0]
+    assert piecewise_linear([[0, 3.0]], 7) == 3.0
+    with pytest.raises(ValueError, match="ascending"):
+        piecewise_linear([[10, 1.0], [5, 2.0]], 0)
+    with pytest.raises(ValueError, match="at least one"):
+        piecewise_linear([], 0)
