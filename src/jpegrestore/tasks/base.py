@@ -222,3 +222,24 @@ class RestorationTask(pl.LightningModule):
             for key, value in self.state_dict().items():
                 if key.startswith(self.unsaved_prefixes):
                     state.setdefault(key, value)
+
+
+class AdversarialTask(RestorationTask):
+    """A recipe with a generator (``self.net``) and a discriminator, each with its own optimizer (manual
+    optimization). Subclasses set ``self.discriminator``, ``self.discriminator_optimizer_config`` (None: the
+    generator's) and ``self.discriminator_scheduler_config``; optimizer 0 is the generator's, 1 the discriminator's.
+    """
+
+    def discriminator_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters the discriminator's optimizer updates (default: its trainable ones)."""
+        return [p for p in self.discriminator.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        generator = self.build_optimizer({**(self.optimizer_config or {}), "scheduler": self.scheduler_config},
+                                         self.trainable_parameters())
+        discriminator_config = self.discriminator_optimizer_config or self.optimizer_config
+        discriminator = self.build_optimizer(
+            {**(discriminator_config or {}), "scheduler": self.discriminator_scheduler_config},
+            self.discriminator_parameters(),
+        )
+        return [generator, discriminator]

@@ -23,7 +23,7 @@ from torch import nn
 
 from jpegrestore.data.shift import shifted_crop
 from jpegrestore.losses import mse_loss, nonsaturating_discriminator_loss, nonsaturating_generator_loss
-from jpegrestore.tasks.base import RestorationTask
+from jpegrestore.tasks.base import AdversarialTask
 from jpegrestore.tasks.checkpoint import METADATA_KEY
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 from jpegrestore.utils.logging import get_logger
@@ -31,7 +31,7 @@ from jpegrestore.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-class CODiffTask(RestorationTask):
+class CODiffTask(AdversarialTask):
     """Stage 2 of CODiff: ``self.net`` is a :class:`jpegrestore.nn.codiff.CODiff`, ``self.discriminator`` a
     :class:`jpegrestore.nn.codiff.discriminator.LatentDiscriminator`.
 
@@ -118,15 +118,9 @@ class CODiffTask(RestorationTask):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [self.net.get_parameter(name) for name in self.net.trained_parameter_names]
 
-    def configure_optimizers(self) -> Any:
-        generator = self.build_optimizer({**(self.optimizer_config or {}), "scheduler": self.scheduler_config},
-                                         self.trainable_parameters())
-        discriminator_config = self.discriminator_optimizer_config or self.optimizer_config
-        discriminator = self.build_optimizer(
-            {**(discriminator_config or {}), "scheduler": self.discriminator_scheduler_config},
-            [self.discriminator.get_parameter(name) for name in self.discriminator.trained_parameter_names],
-        )
-        return [generator, discriminator]
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        """The discriminator's trained tensors, fixed by name at construction."""
+        return [self.discriminator.get_parameter(name) for name in self.discriminator.trained_parameter_names]
 
     # ------------------------------------------------------------------ losses
 

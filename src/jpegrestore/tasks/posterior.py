@@ -29,7 +29,7 @@ from jpegrestore.losses import (
     r1_penalty,
     second_moment_loss,
 )
-from jpegrestore.tasks.base import RestorationTask
+from jpegrestore.tasks.base import AdversarialTask, RestorationTask
 from jpegrestore.tasks.checkpoint import METADATA_KEY, checkpoint_recipe, load_network
 from jpegrestore.tasks.schedules import piecewise_linear
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
@@ -73,7 +73,7 @@ def load_mmse_estimator(path: str) -> nn.Module:
     return network.eval()
 
 
-class PosteriorGAN(RestorationTask):
+class PosteriorGAN(AdversarialTask):
     """The posterior sampler G(Z, Y) against a critic, manual optimization (one critic and one generator step per
     batch, so ``trainer.global_step`` advances by 2 per batch).
 
@@ -213,16 +213,6 @@ class PosteriorGAN(RestorationTask):
         return terms
 
     # ------------------------------------------------------------------ training
-
-    def configure_optimizers(self) -> Any:
-        generator = self.build_optimizer({**(self.optimizer_config or {}), "scheduler": self.scheduler_config},
-                                         self.trainable_parameters())
-        discriminator_config = self.discriminator_optimizer_config or self.optimizer_config
-        discriminator = self.build_optimizer(
-            {**(discriminator_config or {}), "scheduler": self.discriminator_scheduler_config},
-            [p for p in self.discriminator.parameters() if p.requires_grad],
-        )
-        return [generator, discriminator]
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         g_opt, d_opt = self.optimizers()

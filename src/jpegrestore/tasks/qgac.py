@@ -18,7 +18,7 @@ from torch import nn
 
 from jpegrestore import jpeg
 from jpegrestore.losses import L1SSIMLoss, TextureLoss, l1_loss, ragan_discriminator_loss, ragan_generator_loss
-from jpegrestore.tasks.base import RestorationTask
+from jpegrestore.tasks.base import AdversarialTask, RestorationTask
 from jpegrestore.nn.qgac import DCTStats
 from jpegrestore.tasks.checkpoint import (
     FORMAT_VERSION,
@@ -215,7 +215,7 @@ class QGACColor(_QGACTask):
         return loss
 
 
-class QGACGAN(_QGACTask):
+class QGACGAN(AdversarialTask, _QGACTask):
     """Stage 3: GAN fine-tuning of the whole generator (QGAC eq. 3), manual optimization.
 
     Generator loss ``texture_weight * |VGG16_conv5_3(x) - VGG16_conv5_3(y)|_1 + gan_weight * L_G^Ra
@@ -273,16 +273,6 @@ class QGACGAN(_QGACTask):
 
     def restore(self, batch: Mapping[str, Any]) -> torch.Tensor:
         return self.net(batch["coeffs"])
-
-    def configure_optimizers(self) -> Any:
-        generator = self.build_optimizer({**(self.optimizer_config or {}), "scheduler": self.scheduler_config},
-                                         self.trainable_parameters())
-        discriminator_config = self.discriminator_optimizer_config or self.optimizer_config
-        discriminator = self.build_optimizer(
-            {**(discriminator_config or {}), "scheduler": self.discriminator_scheduler_config},
-            [p for p in self.discriminator.parameters() if p.requires_grad],
-        )
-        return [generator, discriminator]
 
     def generator_loss(self, restored: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Terms of the generator objective for restored and original RGB [B, 3, H, W] (``total`` included)."""
