@@ -2,6 +2,7 @@
 
     jpegrestore restore photo.jpg more/*.jpg -o restored/ --ckpt last.ckpt [--tile 512] [--project] [--device cuda]
     jpegrestore restore photo.jpg -o photo.png --ckpt last.ckpt
+    jpegrestore restore photo.jpg -o out/ --ckpt <stochastic ckpt> --samples 4 --std-map --seed 0
     jpegrestore weights            # which pretrained weight files are found, and where they were looked for
 
 ``restore`` reads each file's own quantization tables and coefficients (any quality or custom table;
@@ -11,6 +12,9 @@ and 4:2:2) get the decoded image re-encoded exactly at 4:4:4 with the file's tab
 ``--project`` makes every output consistent with its input: re-encoding the PNG with the file's tables
 and subsampling gives back the file's coefficients. Without ``--ckpt`` files are only decoded (libjpeg).
 Unreadable files are reported on stderr by name; the others are still restored; exit status 1 if any failed.
+With ``--samples N`` a stochastic method (one whose checkpoint names a sampling method) writes N draws per file,
+``<stem>_s0.png`` ... , and ``--std-map`` adds ``<stem>_std.png``, the per-pixel standard deviation over the
+draws (mean over colour channels, scaled so that white is the file's largest value, printed beside it).
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--project", action="store_true",
                          help="make each output consistent with its input's coefficients (jpeg.project)")
     restore.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    restore.add_argument("--samples", type=int, default=1, metavar="N",
+                         help="stochastic methods: write N draws per file (<stem>_s0.png, ...)")
+    restore.add_argument("--std-map", action="store_true",
+                         help="with --samples N >= 2: also write <stem>_std.png, the per-pixel std over the draws")
+    restore.add_argument("--seed", type=int, default=0, help="seed of the draws of stochastic methods")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     commands.add_parser("weights", help="list pretrained weight files and whether they are found")
     return parser
@@ -72,7 +81,7 @@ def _output_paths(inputs: Sequence[Path], output: Path) -> list[Path]:
 
 
 def _build_method(args: argparse.Namespace):
-    from jpegrestore.evaluation.methods import CheckpointMethod, JPEGDecode
+    from jpegrestore.evaluation.methods import JPEGDecode, checkpoint_method
 
     if args.tile:
         from jpegrestore.evaluation.tiling import check_tiling
@@ -81,11 +90,30 @@ def _build_method(args: argparse.Namespace):
     if args.ckpt is None:
         _error("warning: no --ckpt given; files are only decoded")
         return JPEGDecode()
-    return CheckpointMethod(args.ckpt, device=args.device, tile=args.tile or None, tile_overlap=args.tile_overlap)
+    method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None, tile_overlap=args.tile_overlap)
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    if args.samples > 1 and not callable(getattr(method, "sample", None)):
+        raise ValueError(f"--samples {args.samples}: {args.ckpt} holds a deterministic method ({method.name}); "
+                         "it gives one restoration per file")
+    if args.std_map and args.samples < 2:
+        raise ValueError("--std-map needs --samples N with N >= 2")
+    return method
 
 
-def restore_file(method, source: Path, target: Path, project: bool, device) -> None:
-    """Restore one JPEG file into a PNG. Raises OSError/ValueError (naming the file) when it cannot."""
+def sample_paths(target: Path, num_samples: int) -> list[Path]:
+    """Output PNGs of ``num_samples`` draws for ``target``: itself for one draw, else ``<stem>_s<k>.png``."""
+    if num_samples == 1:
+        return [target]
+    return [target.with_name(f"{target.stem}_s{k}.png") for k in range(num_samples)]
+
+
+def restore_file(method, source: Path, target: Path, project: bool, device, num_samples: int = 1,
+                 std_map: bool = False, seed: int = 0) -> None:
+    """Restore one JPEG file into one PNG (or ``num_samples`` PNGs of a stochastic method, plus a std map).
+
+    Raises OSError/ValueError (naming the file) when it cannot.
+    """
     import torch
 
     from jpegrestore import jpeg
@@ -94,12 +122,26 @@ def restore_file(method, source: Path, target: Path, project: bool, device) -> N
     coeffs = jpeg.read(source).to(device)
     with torch.no_grad():
         jpeg_image = jpeg.decode(coeffs, rounding="exact")
-        restored = method(coeffs, jpeg_image).to(device, torch.float32).clamp(0, 1)
-        if restored.shape != jpeg_image.shape:
-            raise ValueError(f"{source}: restored shape {tuple(restored.shape)} != JPEG {tuple(jpeg_image.shape)}")
+        if num_samples == 1:
+            draws = method(coeffs, jpeg_image)[None]
+        else:
+            generator = torch.Generator(device=jpeg_image.device).manual_seed(seed)
+            draws = method.sample(coeffs, jpeg_image, num_samples, generator=generator)
+        draws = draws.to(device, torch.float32).clamp(0, 1)
+        if draws.shape[1:] != jpeg_image.shape:
+            raise ValueError(f"{source}: restored shape {tuple(draws.shape[1:])} != JPEG {tuple(jpeg_image.shape)}")
         if project:
-            restored = jpeg.project(restored, coeffs)
-    save_png(restored[0], target)
+            draws = torch.stack([jpeg.project(draw, coeffs) for draw in draws])
+    for draw, path in zip(draws, sample_paths(target, num_samples)):
+        save_png(draw[0], path)
+    if std_map:
+        from jpegrestore.metrics import sample_std
+
+        spread = sample_std(draws).std_map[0].mean(0, keepdim=True)
+        peak = float(spread.max())
+        save_png(spread / peak if peak > 0 else spread, target.with_name(f"{target.stem}_std.png"))
+        _error(f"{source}: per-pixel std over {num_samples} draws: mean {float(spread.mean()):.4f}, "
+               f"max {peak:.4f} (0..1 scale; white in {target.stem}_std.png)")
 
 
 def restore(args: argparse.Namespace) -> int:
@@ -123,7 +165,7 @@ def restore(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                restore_file(method, source, target, args.project, device)
+                restore_file(method, source, target, args.project, device, args.samples, args.std_map, args.seed)
             except (OSError, ValueError, RuntimeError) as error:
                 failed += 1
                 text = str(error)

@@ -5,6 +5,20 @@ returns the restored image [B, C, H, W] in [0, 1] (C as in ``jpeg_image``: 3, or
 a ``name`` attribute for tables. ``coeffs`` are the exact quantized coefficients of the JPEG and
 ``jpeg_image`` its libjpeg decoding. Sampler-based methods (DDRM-JPEG, CODiff, ...) plug in as a
 class with that call signature, named by ``_target_`` in a ``conf/method/*.yaml``.
+
+Optional parts of the protocol, read by the evaluation and ``jpegrestore restore`` when present:
+
+- ``extras``: ``{column: Tensor[B]}`` set by each call, per-image values the evaluation reports beside the
+  metrics (e.g. ``{"nfe": ...}`` network evaluations per image). Names must be in ``metrics.METRICS``.
+- ``last_samples``: Tensor [S, B, C, H, W] in [0, 1] set by each call of a stochastic method, the S draws
+  behind the returned image. The evaluation reports their per-pixel standard deviation (``sample_std``,
+  when S >= 2) and computes FID on the first draw (one sample per image), never on an average.
+- ``sample(coeffs, jpeg_image, num_samples, generator=None) -> Tensor [S, B, C, H, W]`` in [0, 1]: S
+  independent draws; ``jpegrestore restore --samples N`` writes each one.
+
+A checkpoint whose task names an ``evaluation_method`` (``"module.Class"``) in its metadata is evaluated by
+that class, built as ``Class(ckpt=..., device=..., tile=..., tile_overlap=..., **options)``; other checkpoints
+by :class:`CheckpointMethod`.
 """
 
 from __future__ import annotations
@@ -30,6 +44,23 @@ class RestorationMethod(Protocol):
     name: str
 
     def __call__(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor) -> Tensor: ...
+
+
+def method_extras(method: object) -> dict[str, Tensor]:
+    """The per-image ``extras`` columns of a method's last call ({} when it reports none)."""
+    extras = getattr(method, "extras", None)
+    return dict(extras) if extras else {}
+
+
+def method_samples(method: object) -> Tensor | None:
+    """The draws [S, B, C, H, W] behind a stochastic method's last call, or None for a deterministic one."""
+    samples = getattr(method, "last_samples", None)
+    if samples is None:
+        return None
+    if samples.dim() != 5:
+        raise ValueError(f"{getattr(method, 'name', method)}.last_samples must be [S, B, C, H, W], "
+                         f"got {tuple(samples.shape)}")
+    return samples
 
 
 class JPEGDecode:
@@ -140,12 +171,38 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def checkpoint_method(
+    ckpt: str | Path, device: str | torch.device = "auto", tile: int | None = 512, tile_overlap: int = 32,
+    **options: object,
+) -> RestorationMethod:
+    """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``), else
+    :class:`CheckpointMethod`. ``options`` (e.g. ``samples=8, seed=0``) go to that class; a plain network
+    checkpoint accepts none (ValueError naming them)."""
+    from jpegrestore.tasks.checkpoint import checkpoint_metadata, read_checkpoint
+    from jpegrestore.utils.instantiate import instantiate_object
+
+    meta = checkpoint_metadata(read_checkpoint(ckpt), str(ckpt))
+    target = meta.get("evaluation_method")
+    if not target:
+        if options:
+            raise ValueError(
+                f"{ckpt} holds a deterministic network ({meta.get('recipe', 'unknown')}); it takes no method "
+                f"options {sorted(options)}"
+            )
+        return CheckpointMethod(ckpt, device=device, tile=tile, tile_overlap=tile_overlap)
+    return instantiate_object(
+        {"_target_": target, "ckpt": str(ckpt), "device": device, "tile": tile, "tile_overlap": tile_overlap,
+         **options}
+    )
+
+
 def build_method(
     config: object | None, ckpt: str | Path | None = None, device: str | torch.device = "auto",
     tile: int | None = 512, tile_overlap: int = 32,
 ) -> RestorationMethod:
     """A method from its config (``{_target_: ..., **kwargs}``); ``None``, ``{}`` or ``{name: auto}`` picks
-    the checkpoint's network when ``ckpt`` is given and plain JPEG decoding otherwise.
+    the checkpoint's method (:func:`checkpoint_method`, with the config's non-null keys other than ``name`` as
+    options) when ``ckpt`` is given and plain JPEG decoding otherwise.
 
     ValueError when the built object lacks the ``restore(coeffs, jpeg_image)`` call or a ``name``.
     """
@@ -157,8 +214,11 @@ def build_method(
     if not spec.get("_target_"):
         if spec.get("name", "auto") != "auto":
             raise ValueError(f"method config {spec!r} needs a _target_ (or name: auto)")
+        options = {k: v for k, v in spec.items() if k != "name" and v is not None}
         if ckpt:
-            return CheckpointMethod(ckpt, device=device, tile=tile, tile_overlap=tile_overlap)
+            return checkpoint_method(ckpt, device=device, tile=tile, tile_overlap=tile_overlap, **options)
+        if options:
+            raise ValueError(f"method options {sorted(options)} need a checkpoint (ckpt=PATH)")
         return JPEGDecode()
     method = instantiate_object(spec)
     if not callable(method) or not isinstance(getattr(method, "name", None), str):

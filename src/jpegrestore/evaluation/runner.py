@@ -22,13 +22,17 @@ from torch import Tensor
 from jpegrestore import jpeg
 from jpegrestore.evaluation import tables
 from jpegrestore.evaluation.grids import save_comparison
-from jpegrestore.metrics import metric_label
-from jpegrestore.evaluation.methods import JPEGDecode, RestorationMethod, build_method, resolve_device
+from jpegrestore.metrics import METRICS, metric_label
+from jpegrestore.evaluation.methods import (
+    JPEGDecode, RestorationMethod, build_method, method_extras, method_samples, resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_METRICS = ("psnr", "ssim", "psnrb", "psnr_y", "ssim_y", "psnrb_y", "lpips_alex", "dists", "consistency", "bpp")
 DEFAULT_QUALITIES = (5, 10, 20, 30, 40, 50)
+#: Columns a method reports itself (``extras``, ``last_samples``), never computed by the metric suite.
+METHOD_REPORTED = tuple(n for n, info in METRICS.items() if info.kind == "method")
 
 
 @dataclass
@@ -139,11 +143,12 @@ class Evaluator:
         self.comparisons = int(comparisons)
         self.progress = progress
         self.y_convention = y_convention
-        names = list(dict.fromkeys(metrics))
+        names = [n for n in dict.fromkeys(metrics) if n not in METHOD_REPORTED]
         per_image = [n for n in names if n != "fid"]
         kwargs = dict(y_convention=y_convention, crop_border=crop_border, subsampling=subsampling,
                       weight_paths=weight_paths)
         self.metric_names = names
+        self.reported: set[str] = set()  # method-reported columns seen so far (extras, sample_std)
         self.suite = MetricSuite(per_image, **kwargs).to(self.device) if per_image else None
         sides = [tables.JPEG] + ([] if self.baseline_only else [self.method_name])
         self.fid = {s: MetricSuite(["fid"], **kwargs).to(self.device) for s in sides} if "fid" in names else {}
@@ -153,10 +158,12 @@ class Evaluator:
 
     # ------------------------------------------------------------------ one batch
 
-    def _measure(self, side: str, pred: Tensor, target: Tensor, quality: int) -> list[dict[str, float]]:
+    def _measure(self, side: str, pred: Tensor, target: Tensor, quality: int,
+                 fid_pred: Tensor | None = None) -> list[dict[str, float]]:
+        """Per-image metric rows of ``pred``; FID is fed ``fid_pred`` (one draw of a stochastic method) or ``pred``."""
         values = self.suite.per_image(pred, target, quality=quality) if self.suite else {}
         if side in self.fid and self.status.get("fid") == "ok":
-            self.fid[side].update(pred, target)
+            self.fid[side].update(pred if fid_pred is None else fid_pred, target)
         host = {k: v.detach().double().cpu().tolist() for k, v in values.items()}
         return [{k: host[k][i] for k in host} for i in range(pred.shape[0])]
 
@@ -181,10 +188,37 @@ class Evaluator:
         seconds = (time.perf_counter() - start) / len(names)
         if restored.shape != target.shape:
             raise ValueError(f"method {self.method_name} returned {tuple(restored.shape)} for {tuple(target.shape)}")
-        for name, values in zip(names, self._measure(self.method_name, restored, target, quality)):
-            rows.append({"image": name, "quality": quality, "method": self.method_name, **values, "seconds": seconds})
+        reported = self._method_reported(len(names))
+        samples = method_samples(self.method)
+        one_draw = None if samples is None else samples[0].to(self.device, torch.float32).clamp(0, 1)
+        measured = self._measure(self.method_name, restored, target, quality, one_draw)
+        for i, (name, values) in enumerate(zip(names, measured)):
+            extra = {k: v[i] for k, v in reported.items()}
+            rows.append({"image": name, "quality": quality, "method": self.method_name, **values, **extra,
+                         "seconds": seconds})
         images["restored"] = restored
         return rows, images
+
+    def _method_reported(self, batch: int) -> dict[str, list[float]]:
+        """Columns the method reports for its last call: its ``extras`` and, from ``last_samples`` with S >= 2,
+        the per-pixel standard deviation over draws (``sample_std``, on the 0..1 scale)."""
+        from jpegrestore.metrics import sample_std
+
+        columns = {}
+        for key, value in method_extras(self.method).items():
+            if key not in METRICS or METRICS[key].kind != "method":
+                raise ValueError(f"method {self.method_name} reports unknown column {key!r}; known: {METHOD_REPORTED}")
+            values = torch.as_tensor(value, dtype=torch.float64).flatten()
+            if values.numel() == 1:
+                values = values.expand(batch)
+            if values.numel() != batch:
+                raise ValueError(f"method {self.method_name} reported {values.numel()} {key!r} values for {batch} images")
+            columns[key] = values.cpu().tolist()
+        samples = method_samples(self.method)
+        if samples is not None and samples.shape[0] >= 2:
+            columns["sample_std"] = sample_std(samples).per_image.double().cpu().tolist()
+        self.reported.update(columns)
+        return columns
 
     # ------------------------------------------------------------------ whole run
 
@@ -230,6 +264,7 @@ class Evaluator:
     def _report(self, out: Path, rows: list[dict[str, Any]], set_metrics: dict[str, dict[int, Any]],
                 skipped: list[str], header: Sequence[str]) -> EvaluationResult:
         available = [n for n in self.metric_names if n != "fid" and self.status.get(n) == "ok"]
+        available += [n for n in METHOD_REPORTED if n in self.reported]
         means = tables.means(rows, available)
         for side, per_quality in set_metrics.items():
             for quality, value in per_quality.items():
@@ -254,7 +289,8 @@ class Evaluator:
         }
         tables.write_json(files["json"], info, rows, means)
         files["summary"].write_text(
-            tables.summary_markdown(means, self.metric_names, status, self.y_convention, self.method_name, header)
+            tables.summary_markdown(means, self.metric_names + [n for n in METHOD_REPORTED if n in self.reported],
+                                    status, self.y_convention, self.method_name, header)
         )
         return EvaluationResult(rows, means, status, self.method_name, files, skipped)
 

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """Display name, direction and kind ("pixel", "model", "set", "jpeg") of a metric."""
+    """Display name, direction and kind of a metric: "pixel", "model", "set", "jpeg", or "method" (reported by a
+    stochastic or iterative method itself, see ``evaluation.methods``)."""
 
     title: str
     higher_is_better: bool
@@ -52,6 +53,8 @@ METRICS: dict[str, MetricInfo] = {
     "fid": MetricInfo("FID", False, "set"),
     "consistency": MetricInfo("Consistency RMSE (gray levels)", False, "jpeg"),
     "bpp": MetricInfo("JPEG bpp", False, "jpeg"),
+    "sample_std": MetricInfo("Per-pixel std over samples (0..1)", True, "method"),
+    "nfe": MetricInfo("Network evaluations per image", False, "method"),
 }
 
 
@@ -98,6 +101,9 @@ class MetricSuite:
         unknown = [n for n in names if n not in METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
+        reported = [n for n in names if METRICS[n].kind == "method"]
+        if reported:
+            raise ValueError(f"metric(s) {reported} are reported by the method itself, not computed by a suite")
         if not names:
             raise ValueError("MetricSuite needs at least one metric name")
         self.names = list(dict.fromkeys(names))

@@ -55,6 +55,9 @@ class RestorationTask(pl.LightningModule):
     """
 
     recipe: str = "restoration"
+    #: "module.Class" of the evaluation method for this recipe's checkpoints (None: the network alone, through
+    #: ``evaluation.methods.CheckpointMethod``); see ``evaluation.methods.checkpoint_method``.
+    evaluation_method: str | None = None
     #: network kwargs whose values live in the state dict (buffers), dropped from the checkpoint spec.
     state_carried_kwargs: tuple[str, ...] = ()
     #: prefixes of frozen helper modules (e.g. a VGG inside a loss) that checkpoints need not store.
@@ -185,6 +188,8 @@ class RestorationTask(pl.LightningModule):
             "network": self.network_spec(),
             "state_dict_prefix": "net.",
         }
+        if self.evaluation_method:
+            checkpoint[METADATA_KEY]["evaluation_method"] = self.evaluation_method
         if self.unsaved_prefixes:
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith(self.unsaved_prefixes)]:
