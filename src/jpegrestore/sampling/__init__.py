@@ -7,5 +7,7 @@
 
 from jpegrestore.sampling.ddrm_jpeg import DDRMJPEG, MODES, check_alphas_cumprod
 from jpegrestore.sampling.measurements import JPEGMeasurement, QuantizationMeasurement
+from jpegrestore.sampling.priors import DiffusionPrior, load_prior, write_tiny_ddpm
 
-__all__ = ["DDRMJPEG", "MODES", "check_alphas_cumprod", "JPEGMeasurement", "QuantizationMeasurement"]
+__all__ = ["DDRMJPEG", "MODES", "check_alphas_cumprod", "JPEGMeasurement", "QuantizationMeasurement",
+           "DiffusionPrior", "load_prior", "write_tiny_ddpm"]
