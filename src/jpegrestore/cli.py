@@ -3,6 +3,7 @@
     jpegrestore restore photo.jpg more/*.jpg -o restored/ --ckpt last.ckpt [--tile 512] [--project] [--device cuda]
     jpegrestore restore photo.jpg -o photo.png --ckpt last.ckpt
     jpegrestore restore photo.jpg -o out/ --ckpt <stochastic ckpt> --samples 4 --std-map --seed 0
+    jpegrestore restore photo.jpg -o out/ --method ddrm_jpeg --prior <diffusion prior> [--samples 8 --std-map]
     jpegrestore weights            # which pretrained weight files are found, and where they were looked for
 
 ``restore`` reads each file's own quantization tables and coefficients (any quality or custom table;
@@ -37,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="output directory (created), or a .png file for a single input")
     restore.add_argument("--ckpt", type=Path, default=None,
                          help="checkpoint of any jpegrestore recipe; without it files are only decoded")
+    restore.add_argument("--method", choices=["ddrm_jpeg"], default=None,
+                         help="a training-free method instead of --ckpt: ddrm_jpeg (DDRM-JPEG, needs --prior)")
+    restore.add_argument("--prior", default=None, metavar="PRIOR",
+                         help="--method ddrm_jpeg: diffusion prior (diffusers folder, guided-diffusion .pt, "
+                              "ddpm_prior checkpoint or cached Hugging Face id)")
     restore.add_argument("--tile", type=int, default=512,
                          help="restore images larger than this in tiles of this many pixels (multiple of 16; 0: never)")
     restore.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in pixels")
@@ -87,10 +93,21 @@ def _build_method(args: argparse.Namespace):
         from jpegrestore.evaluation.tiling import check_tiling
 
         check_tiling(args.tile, args.tile_overlap)
-    if args.ckpt is None:
+    if args.method == "ddrm_jpeg":
+        from jpegrestore.evaluation.ddrm import DDRMJPEGMethod
+
+        if args.ckpt is not None:
+            raise ValueError("--method ddrm_jpeg restores with a diffusion prior: pass --prior PATH, not --ckpt")
+        method = DDRMJPEGMethod(prior=args.prior, seed=args.seed, device=args.device, tile=args.tile or None,
+                                tile_overlap=args.tile_overlap)
+    elif args.prior is not None:
+        raise ValueError("--prior is used by --method ddrm_jpeg; add --method ddrm_jpeg")
+    elif args.ckpt is None:
         _error("warning: no --ckpt given; files are only decoded")
         return JPEGDecode()
-    method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None, tile_overlap=args.tile_overlap)
+    else:
+        method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None,
+                                   tile_overlap=args.tile_overlap)
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.samples > 1 and not callable(getattr(method, "sample", None)):
