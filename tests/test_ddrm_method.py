@@ -66,3 +66,58 @@ def test_config_composes_with_the_papers_defaults():
     assert m._target_ == "jpegrestore.evaluation.ddrm.DDRMJPEGMethod"
     assert (m.prior, m.samples, m.steps, m.t_start, m.eta, m.eta_b) == ("/some/prior", 8, 20, 300, 1.0, 0.4)
     assert m.tile == cfg.tile
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory) -> Path:
+    from jpegrestore.sampling import write_tiny_ddpm
+
+    return write_tiny_ddpm(tmp_path_factory.mktemp("prior") / "tiny-ddpm")
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory) -> Path:
+    import skimage.data
+
+    folder = tmp_path_factory.mktemp("images")
+    Image.fromarray(skimage.data.astronaut()[80:120, 200:250]).save(folder / "a.png")
+    Image.fromarray(skimage.data.coffee()[100:133, 150:191]).save(folder / "b.png")  # odd size
+    return folder
+
+
+def test_evaluate_config_with_a_tiny_diffusers_prior(tiny_prior, two_images, tmp_path):
+    from jpegrestore.evaluation import evaluate_config
+
+    cfg = _compose(["method=ddrm_jpeg", f"method.prior={tiny_prior}", "method.samples=2", "method.steps=3",
+                    f"data.source={two_images}", "qf=[10]", "metrics=[psnr,consistency]", "device=cpu",
+                    "progress=false", "comparisons=0"])
+    result = evaluate_config(cfg, tmp_path / "out")
+    means = result.means["ddrm_jpeg"][10]
+    assert means["nfe"] == 6.0 and means["sample_std"] > 0
+    summary = result.files["summary"].read_text()
+    assert "Network evaluations per image" in summary and "Per-pixel std over samples" in summary
+    assert len([r for r in result.rows if r["method"] == "ddrm_jpeg"]) == 2
+
+
+def test_restore_cli_with_a_prior(tiny_prior, tmp_path, capsys):
+    from jpegrestore.cli import main
+
+    import skimage.data
+
+    source = tmp_path / "photo.jpg"
+    Image.fromarray(skimage.data.astronaut()[:37, :53]).save(source, quality=15)
+    gray = tmp_path / "gray.jpg"
+    Image.fromarray(skimage.data.camera()[:24, :24]).save(gray, quality=15)
+    out = tmp_path / "out"
+    code = main(["restore", str(source), str(gray), "-o", str(out), "--method", "ddrm_jpeg", "--prior",
+                 str(tiny_prior), "--samples", "2", "--std-map", "--device", "cpu", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1  # the grayscale file does not fit the RGB prior; the colour one is written
+    assert "gray.jpg" in err and "3-channel images but the measurement has 1" in err
+    for name in ("photo_s0.png", "photo_s1.png", "photo_std.png"):
+        assert np.asarray(Image.open(out / name)).shape[:2] == (37, 53)
+    assert main(["restore", str(source), "-o", str(tmp_path / "o2"), "--method", "ddrm_jpeg", "--prior",
+                 str(tmp_path / "no-such-prior"), "-q"]) == 1
+    assert "no-such-prior" in capsys.readouterr().err
+    assert main(["restore", str(source), "-o", str(tmp_path / "o3"), "--prior", str(tiny_prior), "-q"]) == 1
+    assert "add --method ddrm_jpeg" in capsys.readouterr().err
