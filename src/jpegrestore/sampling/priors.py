@@ -286,7 +286,7 @@ def _load_file(path: Path, device: str | torch.device, dtype: torch.dtype) -> Di
     if isinstance(content, dict) and "state_dict" in content and "jpegrestore" in content:
         return load_ddpm_prior_checkpoint(content, path, device, dtype)
     from jpegrestore.nn.guided_diffusion import (
-        GUIDED_DIFFUSION_256_UNCOND,
+        CHECKPOINT_NAME,
         build_guided_diffusion_from_state,
         looks_like_guided_diffusion,
     )
@@ -305,7 +305,7 @@ def _load_file(path: Path, device: str | torch.device, dtype: torch.dtype) -> Di
     keys = list(content)[:5] if isinstance(content, dict) else type(content).__name__
     raise ValueError(
         f"{path}: unknown prior format (first keys: {keys}); expected a guided-diffusion state dict "
-        f"(like {GUIDED_DIFFUSION_256_UNCOND['source_file']}) or a checkpoint of experiment={DDPM_PRIOR_RECIPE}"
+        f"(like {CHECKPOINT_NAME}) or a checkpoint of experiment={DDPM_PRIOR_RECIPE}"
     )
 
 
