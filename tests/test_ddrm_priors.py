@@ -229,3 +229,20 @@ def test_guided_diffusion_wrong_files(tmp_path: Path) -> None:
     torch.save(_tiny_guided().state_dict(), tiny)
     with pytest.raises(ValueError, match=r"tiny.pt does not fit .*tiny.pt.json"):
         load_guided_diffusion(tiny)
+
+
+def test_cli_tiny_model_ddpm_writes_a_loadable_prior(tmp_path: Path, capsys) -> None:
+    from jpegrestore.cli import main
+
+    out = tmp_path / "tiny"
+    assert main(["tiny-model", "ddpm", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == "DDPMPipeline"
+    prior = load_prior(out)
+    reference = write_tiny_ddpm(tmp_path / "again")  # the same seed gives the same weights
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(prior.eps_model(x, torch.tensor([1])),
+                                   load_prior(reference).eps_model(x, torch.tensor([1])))
+    with pytest.raises(SystemExit):
+        main(["tiny-model", "nonsense", str(out)])

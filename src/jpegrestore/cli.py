@@ -5,6 +5,7 @@
     jpegrestore restore photo.jpg -o out/ --ckpt <stochastic ckpt> --samples 4 --std-map --seed 0
     jpegrestore restore photo.jpg -o out/ --method ddrm_jpeg --prior <diffusion prior> [--samples 8 --std-map]
     jpegrestore weights            # which pretrained weight files are found, and where they were looked for
+    jpegrestore tiny-model ddpm OUT  # a tiny random DDPM prior (diffusers folder) for trying DDRM-JPEG offline
 
 ``restore`` reads each file's own quantization tables and coefficients (any quality or custom table;
 grayscale, 4:4:4, 4:2:2, 4:2:0; baseline or progressive), restores it (tiled when larger than ``--tile``)
@@ -27,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PROG = "jpegrestore"
+#: Tiny random models ``jpegrestore tiny-model KIND OUT`` can write.
+TINY_MODEL_KINDS = ("ddpm",)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +59,20 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--seed", type=int, default=0, help="seed of the draws of stochastic methods")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     commands.add_parser("weights", help="list pretrained weight files and whether they are found")
+    tiny = commands.add_parser("tiny-model", help="write a tiny random model through the real saving code")
+    tiny.add_argument("kind", choices=TINY_MODEL_KINDS,
+                      help="ddpm: an unconditional DDPM prior (diffusers pipeline folder) for --method ddrm_jpeg")
+    tiny.add_argument("out", type=Path, metavar="OUT", help="output folder")
     return parser
+
+
+def tiny_model(args: argparse.Namespace) -> int:
+    """``jpegrestore tiny-model KIND OUT``: write a tiny random model of the real classes to OUT."""
+    if args.kind == "ddpm":
+        from jpegrestore.sampling.priors import write_tiny_ddpm
+
+        print(f"tiny random DDPM prior written to {write_tiny_ddpm(args.out)}")
+    return 0
 
 
 def _error(message: str) -> None:
@@ -203,4 +219,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(format_status())
         return 0
+    if args.command == "tiny-model":
+        return tiny_model(args)
     return restore(args)
