@@ -49,6 +49,19 @@ def test_point_mass_prior_returns_the_image(tmp_path, layout, size):
     assert sampler.network_evaluations == 20 and prior.eps_model.calls == 20
 
 
+def test_grayscale_jpeg_with_an_rgb_prior_is_measured_through_luma(tmp_path):
+    """An RGB point-mass prior at x*, the JPEG of the luma of x*: the result is 1-channel and equals luma(x*)."""
+    from jpegrestore.sampling.measurements import luma
+
+    x, _ = real_jpeg(tmp_path, "4:4:4", (45, 61))
+    gray = luma(x)
+    y = jpeg.encode(gray, 10, rounding="exact")
+    sampler = DDRMJPEG.from_prior(point_mass_prior(x[0]))
+    out = sampler(y, num_samples=2, generator=torch.Generator().manual_seed(0), return_samples=True)
+    assert out.shape == (2, 1, 1, 45, 61)
+    assert psnr(out.mean(0), gray) >= 40 and psnr(jpeg.decode(y), gray) < 32
+
+
 @pytest.mark.parametrize("layout, size", CASES[:4])
 def test_two_image_mixture_returns_the_component_the_jpeg_came_from(tmp_path, layout, size):
     x1, y1 = real_jpeg(tmp_path, layout, size, left=200)
@@ -196,8 +209,9 @@ def test_clear_errors(tmp_path):
         DDRMJPEG(_toy_eps, abar[:100])
     with pytest.raises(ValueError, match="mode must be one of"):
         DDRMJPEG(_toy_eps, abar, mode="jpeg2000")
-    with pytest.raises(ValueError, match="models 3-channel images but the measurement has 1"):
-        DDRMJPEG(_toy_eps, abar, channels=3)(y)
+    _, colour = real_jpeg(tmp_path, "4:2:0", (16, 16))
+    with pytest.raises(ValueError, match="models 1-channel images but the measurement has 3"):
+        DDRMJPEG(_toy_eps, abar, channels=1)(colour)
     with pytest.raises(ValueError, match="predicts 3 channels for 1-channel images"):
         DDRMJPEG(lambda x, t: x.repeat(1, 3, 1, 1), abar, steps=2)(y)
     with pytest.raises(ValueError, match="does not fit the prior's image_size 32"):

@@ -17,7 +17,8 @@ Any size: the sampler works on the MCU canvas the coefficients describe (where H
 exactly), padded further by edge replication to the prior's ``size_multiple`` (or to its fixed
 ``image_size``); the padding beyond the canvas is unobserved (H ignores it, H+ extends the decode by
 replication). The result is cropped back to the image. Images larger than ``tile`` are restored in
-MCU-aligned tiles blended with ramps (:func:`jpegrestore.evaluation.tiling.restore_tiled`).
+MCU-aligned tiles blended with ramps (:func:`jpegrestore.evaluation.tiling.restore_tiled`). A grayscale JPEG
+restored with an RGB prior is measured through the luma of the drawn RGB image, and the result is that luma.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class DDRMJPEG:
     def _check_channels(self, channels: int) -> None:
         if self.channels is not None and self.channels != channels:
             raise ValueError(f"the prior models {self.channels}-channel images but the measurement has "
-                             f"{channels} channel(s); use a {channels}-channel prior")
+                             f"{channels} channel(s); use a {channels}-channel prior")  # (gray JPEGs use RGB priors)
 
     def _run(self, op: Union[JPEGMeasurement, QuantizationMeasurement], device: torch.device,
              generator: Optional[torch.Generator]) -> Tensor:
@@ -219,7 +220,7 @@ class DDRMJPEG:
         mix = x
         for t, t_next in schedule:
             x, mix = self.step(x, t, t_next, consistent, draw())
-        return ((mix[..., : op.size[0], : op.size[1]] + 1) / 2).clamp(0, 1)
+        return op.output(((mix[..., : op.size[0], : op.size[1]] + 1) / 2).clamp(0, 1))
 
     def _draws(self, measurement: Any, num_samples: int, generator: Optional[torch.Generator]) -> Tensor:
         """[S, B, C, H, W] for one (untiled) measurement."""
@@ -227,7 +228,10 @@ class DDRMJPEG:
             raise ValueError(f"mode='jpeg' measures jpeg.Coefficients, got {type(measurement).__name__}")
         device = _model_device(self.eps_model) or measurement.device
         measurement = measurement.to(device)
-        op = JPEGMeasurement(measurement) if self.mode == "jpeg" else QuantizationMeasurement(measurement, self.levels)
+        if self.mode == "jpeg":
+            op = JPEGMeasurement(measurement, rgb_prior=self.channels == 3)
+        else:
+            op = QuantizationMeasurement(measurement, self.levels)
         self._check_channels(op.channels)
         return torch.stack([self._run(op, device, generator) for _ in range(num_samples)])
 

@@ -13,30 +13,56 @@ from torch import Tensor
 from jpegrestore import jpeg
 
 
+_LUMA = (0.299, 0.587, 0.114)  # JFIF Y of RGB; the weights sum to 1, so a gray RGB image has Y = its gray
+
+
+def luma(rgb: Tensor) -> Tensor:
+    """JFIF luma of [B, 3, H, W] -> [B, 1, H, W] (on any scale whose zero is black)."""
+    w = torch.tensor(_LUMA, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    return (rgb * w).sum(1, keepdim=True)
+
+
 class JPEGMeasurement:
     """H = :func:`jpeg.float_encode` with the file's own tables and subsampling, H+ = :func:`jpeg.float_decode`.
 
+    A grayscale JPEG restored with an RGB prior (``rgb_prior=True``) is measured through the luma of the RGB
+    image: H(x) = encode(luma(x)), H+(y) = the decoded gray in all three channels (luma of gray is gray, so
+    H(H+(y)) == y still holds), and the restoration is the luma of the result.
+
     Args:
         coeffs: the JPEG's quantized coefficients (e.g. from ``jpeg.read``), batch B.
+        rgb_prior: the prior models RGB images (only changes anything for grayscale JPEGs).
+    Attributes:
+        channels: channels of the images the sampler draws (the prior's); ``out_channels``: of the result.
     """
 
-    def __init__(self, coeffs: jpeg.Coefficients) -> None:
+    def __init__(self, coeffs: jpeg.Coefficients, rgb_prior: bool = False) -> None:
         if not isinstance(coeffs, jpeg.Coefficients):
             raise ValueError(f"mode='jpeg' measures jpeg.Coefficients, got {type(coeffs).__name__}")
         self.y = coeffs.to(torch.float32)
         self.size = coeffs.size
-        self.channels = coeffs.num_components
+        self.out_channels = coeffs.num_components
+        self.through_luma = rgb_prior and coeffs.num_components == 1
+        self.channels = 3 if self.through_luma else coeffs.num_components
         self.batch_size = coeffs.batch_size
         self.device = coeffs.device
         self.canvas = jpeg.mcu_canvas(coeffs.size, coeffs.subsampling, coeffs.num_components)
 
     def forward(self, x: Tensor) -> jpeg.Coefficients:
         """x [B, C, *canvas] in [-1, 1] -> quantized float coefficients with the file's tables."""
-        return jpeg.float_encode((x + 1) / 2, tables=self.y.qt, subsampling=self.y.subsampling, size=self.size)
+        x01 = (x + 1) / 2
+        if self.through_luma:
+            x01 = luma(x01)
+        return jpeg.float_encode(x01, tables=self.y.qt, subsampling=self.y.subsampling, size=self.size)
 
     def pinv(self, y: jpeg.Coefficients) -> Tensor:
         """Coefficients -> [B, C, *canvas] in [-1, 1] (not clamped)."""
-        return jpeg.float_decode(y) * 2 - 1
+        x = jpeg.float_decode(y) * 2 - 1
+        return x.expand(-1, 3, -1, -1) if self.through_luma else x
+
+    def output(self, x01: Tensor) -> Tensor:
+        """The restoration from a drawn image on the 0..1 scale: itself, or its luma for a gray JPEG."""
+        return luma(x01) if self.through_luma else x01
 
 
 class QuantizationMeasurement:
@@ -66,7 +92,7 @@ class QuantizationMeasurement:
         self.levels = levels
         self.width = 256 // levels
         self.size = tuple(images.shape[-2:])
-        self.channels = images.shape[1]
+        self.channels = self.out_channels = images.shape[1]
         self.batch_size = images.shape[0]
         self.device = images.device
         self.canvas = self.size
@@ -83,3 +109,6 @@ class QuantizationMeasurement:
 
     def pinv(self, y: Tensor) -> Tensor:
         return y
+
+    def output(self, x01: Tensor) -> Tensor:
+        return x01
