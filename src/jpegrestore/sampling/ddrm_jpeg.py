@@ -196,7 +196,7 @@ class DDRMJPEG:
     def _check_channels(self, channels: int) -> None:
         if self.channels is not None and self.channels != channels:
             raise ValueError(f"the prior models {self.channels}-channel images but the measurement has "
-                             f"{channels} channel(s); use a {channels}-channel prior")  # (gray JPEGs use RGB priors)
+                             f"{channels} channel(s); use a {channels}-channel prior")
 
     def _run(self, op: Union[JPEGMeasurement, QuantizationMeasurement], device: torch.device,
              generator: Optional[torch.Generator]) -> Tensor:
