@@ -33,7 +33,7 @@ def test_compress_matches_pillow(photos, subsampling):
             identical += int((exact == ref).sum())
             total += ref.size
     assert worst_psnr >= 50.0
-    assert identical / total >= 0.999
+    assert identical == total  # the exact path is libjpeg-turbo, pixel for pixel
 
 
 @pytest.mark.parametrize("subsampling", ["4:2:2", "4:2:0"])
@@ -42,7 +42,7 @@ def test_exact_4_2_2_and_grayscale(subsampling):
         for q in (7, 60, 97):
             ref = pillow_decode(pillow_jpeg(img, q, subsampling))
             out = to_uint8(jpeg.compress(to_tensor(img), q, subsampling=subsampling, rounding="exact"))
-            assert (out == ref).mean() >= 0.999
+            np.testing.assert_array_equal(out, ref, err_msg=f"quality {q}")
 
 
 def test_encode_gives_the_coefficients_libjpeg_writes(photos, tmp_path):
@@ -58,7 +58,7 @@ def test_encode_gives_the_coefficients_libjpeg_writes(photos, tmp_path):
                     h, w = theirs.shape[:2]  # jpeglib omits libjpeg's dummy blocks
                     same += int((mine[0, :h, :w].numpy() == theirs).sum())
                     total += theirs.size
-    assert same / total >= 0.999
+    assert same == total
 
 
 def test_batch_with_a_quality_per_image_equals_separate_calls():

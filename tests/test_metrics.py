@@ -166,12 +166,29 @@ def test_bad_inputs_raise_value_error():
 
 
 def test_bf16_inputs_are_computed_in_float32():
+    """bf16 images give the float64 references on the very same (bf16-representable) values."""
     target = natural_like(2, 3, 24, 24).bfloat16()
     pred = degrade(target.float()).bfloat16()
-    for fn in (psnr, ssim, psnrb):
-        value = fn(pred, target)
-        assert value.dtype == torch.float32
-        assert torch.allclose(value, fn(pred.float(), target.float()))
+    values = {fn.__name__: fn(pred, target) for fn in (psnr, ssim, psnrb)}
+    assert all(v.dtype == torch.float32 for v in values.values())
+    for i in range(2):
+        t, p = hwc(target[i]), hwc(pred[i])  # exact: every bf16 value is a float64 value
+        assert values["psnr"][i].item() == pytest.approx(peak_signal_noise_ratio(t, p, data_range=1.0), abs=1e-4)
+        expected_ssim = structural_similarity(t, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                              data_range=1.0, channel_axis=2)
+        assert values["ssim"][i].item() == pytest.approx(expected_ssim, abs=1e-4)
+        expected_psnrb = psnrb_reference(pred[i].double().numpy(), target[i].double().numpy())
+        assert values["psnrb"][i].item() == pytest.approx(expected_psnrb, abs=1e-3)
+
+
+def test_metrics_under_bf16_autocast_equal_float32():
+    """Training validates under autocast; the metrics must not drop to bf16 there (1e-5 relative)."""
+    target = natural_like(2, 3, 32, 32, seed=5)
+    pred = blocky(degrade(target, 0.05), 0.03).clamp(0, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = [fn(pred, target) for fn in (psnr, ssim, psnrb)]
+    for fn, value in zip((psnr, ssim, psnrb), autocast):
+        torch.testing.assert_close(value, fn(pred, target), rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------- SSIM
@@ -294,6 +311,42 @@ def test_batch_of_one_and_of_eight_give_the_same_numbers():
             assert together.item() == pytest.approx(alone.item(), abs=1e-5)
 
 
+# ----------------------------------------------------------------------------------------- real JPEG artefacts
+
+
+@pytest.fixture(scope="module")
+def real_jpeg() -> tuple[np.ndarray, np.ndarray]:
+    """A crop of scikit-image's bundled chelsea photo (93x141, not MCU-aligned) and its Pillow JPEG at QF 10."""
+    import skimage.data
+
+    original = np.ascontiguousarray(skimage.data.chelsea()[40:133, 100:241])
+    buffer = io.BytesIO()
+    Image.fromarray(original).save(buffer, format="JPEG", quality=10, subsampling=2)
+    return original, np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def test_pixel_metrics_on_real_jpeg_artefacts(real_jpeg):
+    original, decoded = real_jpeg
+    target, pred = (torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255 for a in (original, decoded))
+    t, p = original / 255.0, decoded / 255.0
+    assert psnr(pred, target).item() == pytest.approx(peak_signal_noise_ratio(original, decoded), abs=1e-4)
+    expected_ssim = structural_similarity(t, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                          data_range=1.0, channel_axis=2)
+    assert ssim(pred, target).item() == pytest.approx(expected_ssim, abs=1e-4)
+    rgb_psnrb = psnrb(pred, target).item()
+    assert rgb_psnrb == pytest.approx(psnrb_reference(p.transpose(2, 0, 1), t.transpose(2, 0, 1)), abs=1e-3)
+    for convention in ("jfif", "bt601"):
+        ty, py = numpy_y(t, convention), numpy_y(p, convention)
+        assert psnr(pred, target, True, convention).item() == pytest.approx(
+            peak_signal_noise_ratio(ty, py, data_range=1.0), abs=1e-4)
+        assert ssim(pred, target, True, convention).item() == pytest.approx(structural_similarity(
+            ty, py, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0), abs=1e-4)
+        assert psnrb(pred, target, True, convention).item() == pytest.approx(
+            psnrb_reference(py[None], ty[None]), abs=1e-3)
+    # QF 10 blocks are visible: PSNR-B penalises them (by how much is the reference's business above)
+    assert rgb_psnrb < psnr(pred, target).item() - 0.1
+
+
 # ----------------------------------------------------------------------------------------- sample std
 
 
@@ -355,6 +408,41 @@ def test_jpeg_bytes_honour_quality_and_subsampling(quality, subsampling, factor)
     assert sof[5] == 3 and sof[7] == factor and sof[10] == 0x11 and sof[13] == 0x11
 
 
+# JPEG Annex K.3.3 typical Huffman tables: code counts per length 1..16 (DC and AC luminance, DC chrominance).
+ANNEX_K_HUFFMAN_BITS = {
+    (0, 0): [0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0],
+    (1, 0): [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7D],
+    (0, 1): [0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+}
+
+
+def _huffman_tables(data: bytes) -> dict[tuple[int, int], list[int]]:
+    """(class, id) -> code counts per length of every DHT table in the file."""
+    tables = {}
+    for payload in _segments(data)[0xC4]:
+        pos = 0
+        while pos < len(payload):
+            bits = list(payload[pos + 1 : pos + 17])
+            tables[(payload[pos] >> 4, payload[pos] & 15)] = bits
+            pos += 17 + sum(bits)
+    return tables
+
+
+def test_bpp_counts_the_whole_file_with_the_standard_huffman_tables():
+    """bpp is ``8 * len(file) / pixels``: headers (JFIF, DQT, SOF, DHT, SOS) included, Huffman tables not optimized."""
+    image = natural_like(1, 3, 16, 24, seed=8)
+    data = jpeg_bytes(image[0], 40)
+    assert data[2:4] == b"\xff\xe0" and data[6:11] == b"JFIF\x00"  # the JFIF header is part of the count
+    assert bits_per_pixel(image, 40).item() == pytest.approx(8 * len(data) / (16 * 24))
+    tables = _huffman_tables(data)
+    for key, bits in ANNEX_K_HUFFMAN_BITS.items():
+        assert tables[key] == bits, key
+    pixels = (image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    optimized = io.BytesIO()
+    Image.fromarray(pixels).save(optimized, format="JPEG", quality=40, subsampling=2, optimize=True)
+    assert len(optimized.getvalue()) < len(data)  # optimized tables would report a lower bpp
+
+
 def test_bits_per_pixel_against_hand_computation(tmp_path):
     images = natural_like(2, 3, 16, 24, seed=4)
     qualities = [10, 90]
@@ -411,6 +499,55 @@ def test_consistency_matches_pillow_jpeg():
         expected = math.sqrt(np.mean(difference**2))
         assert ours[i].item() == pytest.approx(expected, abs=0.05)
     assert (ours > 1.0).all()
+
+
+CUSTOM_LUMA = [(i % 7) * 3 + 8 for i in range(64)]
+CUSTOM_CHROMA = [min(99, 12 + i) for i in range(64)]
+CONSISTENCY_CASES = {  # Pillow save options of both JPEGs
+    "custom_tables_420": dict(qtables=[CUSTOM_LUMA, CUSTOM_CHROMA], subsampling=2),
+    "grayscale": dict(quality=30),
+    "q30_444": dict(quality=30, subsampling=0),
+    "q30_422": dict(quality=30, subsampling=1),
+}
+
+
+@pytest.mark.parametrize("case", list(CONSISTENCY_CASES))
+def test_consistency_matches_pillow_for_custom_tables_grayscale_444_and_422(case, tmp_path):
+    """Tables read from the file (custom, non-IJG) or given by quality; 37x53 images are not MCU-aligned."""
+    from jpegrestore import jpeg
+    from jpegrestore.metrics import jpeg_consistency
+
+    import skimage.data
+
+    options = CONSISTENCY_CASES[case]
+    source = skimage.data.camera() if case == "grayscale" else skimage.data.coffee()
+    original = np.ascontiguousarray(source[150:187, 200:253])
+    noise = np.random.default_rng(0).normal(0, 6, original.shape)
+    restored = np.clip(original + noise, 0, 255).round().astype(np.uint8)
+
+    def pillow(array: np.ndarray) -> tuple[np.ndarray, bytes]:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", **options)
+        return np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float64), buffer.getvalue()
+
+    (reference, data), (recompressed, _) = pillow(original), pillow(restored)
+    expected = math.sqrt(np.mean((recompressed - reference) ** 2))
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(array.copy()).float() / 255
+        return (t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None]
+
+    subsampling = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}[options.get("subsampling", 2)]
+    if "qtables" in options:
+        (tmp_path / "file.jpg").write_bytes(data)
+        tables = jpeg.read(tmp_path / "file.jpg").qt
+        assert sorted(tables[0, 0].flatten().int().tolist()) == sorted(CUSTOM_LUMA)
+        ours = jpeg_consistency(tensor(restored), tensor(original), tables=tables, subsampling=subsampling)
+    else:
+        ours = jpeg_consistency(tensor(restored), tensor(original), quality=options["quality"],
+                                subsampling=subsampling)
+    assert ours.shape == (1,) and expected > 1.0
+    assert ours.item() == pytest.approx(expected, abs=1e-4)
 
 
 def test_consistency_needs_quality_or_tables():
@@ -648,3 +785,60 @@ def test_suite_input_errors():
     with pytest.raises(ValueError, match="'consistency' needs"):
         suite.update(x, x)
     assert MetricSuite(["psnr"]).compute() == {"psnr": "no data"}
+
+
+def test_suite_passes_the_y_convention_to_every_y_metric():
+    target = natural_like(2, 3, 32, 32, seed=12)
+    pred = blocky(degrade(target, 0.05, seed=13), 0.03).clamp(0, 1)
+    names = ["psnr_y", "ssim_y", "psnrb_y"]
+    bt601 = MetricSuite(names, y_convention="bt601", crop_border=2).per_image(pred, target)
+    jfif = MetricSuite(names, y_convention="jfif", crop_border=2).per_image(pred, target)
+    for i in range(2):
+        ty = numpy_y(hwc(target[i]), "bt601")[2:-2, 2:-2]
+        py = numpy_y(hwc(pred[i]), "bt601")[2:-2, 2:-2]
+        assert bt601["psnr_y"][i].item() == pytest.approx(peak_signal_noise_ratio(ty, py, data_range=1.0), abs=1e-4)
+        assert bt601["ssim_y"][i].item() == pytest.approx(structural_similarity(
+            ty, py, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0), abs=1e-5)
+        assert bt601["psnrb_y"][i].item() == pytest.approx(psnrb_reference(py[None], ty[None], offset=2), abs=1e-3)
+    # The two conventions differ by more than the tolerances above, so a suite that ignored it would fail.
+    for name, tolerance in (("psnr_y", 1e-4), ("ssim_y", 1e-5), ("psnrb_y", 1e-3)):
+        assert ((bt601[name] - jfif[name]).abs() > 10 * tolerance).all(), name
+
+
+def test_suite_caps_psnr_of_exact_images_so_means_stay_finite():
+    from jpegrestore.metrics import PSNR_CEILING_DB
+
+    target = natural_like(2, 3, 16, 16, seed=6)
+    target[0] = 0.5  # a flat patch restored exactly: MSE 0 and no blocking, so PSNR and PSNR-B are +inf
+    pred = torch.stack([target[0], degrade(target[1:], 0.05)[0]])
+    suite = MetricSuite(["psnr", "psnrb_y", "ssim"])
+    values = suite.update(pred, target)
+    assert PSNR_CEILING_DB == 100.0
+    assert values["psnr"][0].item() == values["psnrb_y"][0].item() == 100.0
+    assert math.isinf(psnr(pred[:1], target[:1]).item())  # the metrics themselves keep their definition
+    assert math.isinf(psnrb(pred[:1], target[:1], y_channel=True).item())
+    below = psnr(pred[1:], target[1:]).item()
+    assert values["psnr"][1].item() == pytest.approx(below) and below < 100
+    assert suite.compute()["psnr"] == pytest.approx((100.0 + below) / 2, abs=1e-5)
+    assert suite.compute()["ssim"] == pytest.approx((1.0 + ssim(pred[1:], target[1:]).item()) / 2, abs=1e-6)
+
+
+def test_quantize_8bit_is_the_rounding_of_the_saved_png(tmp_path):
+    """Half-up rounding to levels 0..255, clamped; Pillow reads the same levels back from ``save_png``."""
+    from jpegrestore.evaluation.grids import save_png
+    from jpegrestore.metrics import quantize_8bit
+
+    g = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 256, (3, 10, 12), generator=g)
+    offsets = (torch.rand(levels.shape, generator=g) - 0.5) * 0.8  # within +-0.4 of a level: no ties
+    image = (levels + offsets) / 255
+    image[0, 0, :3] = torch.tensor([-0.2, 1.3, 0.6 / 255])  # clamped to 0 and 255; 0.6 rounds up to 1
+    expected = levels.clone()
+    expected[0, 0, :3] = torch.tensor([0, 255, 1])
+    quantized = quantize_8bit(image)
+    assert quantized.dtype == torch.float32
+    assert torch.equal((quantized * 255).round().long(), expected)
+    assert torch.equal(quantize_8bit(quantized), quantized)  # 8-bit images are left alone
+    save_png(image, tmp_path / "image.png")
+    stored = np.asarray(Image.open(tmp_path / "image.png"))
+    np.testing.assert_array_equal(stored, expected.permute(1, 2, 0).numpy().astype(np.uint8))

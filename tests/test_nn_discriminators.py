@@ -49,12 +49,34 @@ def test_gradients_reach_input_and_every_parameter():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-def test_images_are_distinguished():
+def test_patch_logits_see_only_their_receptive_field():
+    """Four 4x4 stride-2 convs (padding 1) and a 3x3 head: patch (i, j) sees rows and columns
+    16 i - 31 .. 16 i + 46 of the input, so a change in the top-left 8x8 pixels reaches patches 0..2 only."""
     d = DCGANDiscriminator(in_channels=3, base_channels=8, num_layers=4).eval()
-    x = torch.rand(2, 3, 64, 64)
-    x[1] = 0.5
-    logits = d(x)
-    assert logits[0] != logits[1]
+    x = torch.rand(1, 3, 96, 96)
+    y = x.clone()
+    y[..., :8, :8] = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        changed = d.patch_logits(x)[0, 0] != d.patch_logits(y)[0, 0]
+    expected = torch.zeros(6, 6, dtype=torch.bool)
+    expected[:3, :3] = True
+    assert torch.equal(changed, expected)
+
+
+def test_eval_logits_do_not_depend_on_the_rest_of_the_batch():
+    d = DCGANDiscriminator(in_channels=3, base_channels=8, num_layers=3)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        d.train()
+        d(x * 0.5)  # one batch of running statistics
+        in_batch_train = d(x)
+        alone_train = torch.cat([d(x[i : i + 1]) for i in range(4)])
+        d.eval()
+        in_batch = d(x)
+        alone = torch.cat([d(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(in_batch, alone)
+    # in training mode BatchNorm normalises with the batch's statistics, so the check above can tell
+    assert not torch.allclose(in_batch_train, alone_train, atol=1e-3)
 
 
 def test_bad_inputs_raise():

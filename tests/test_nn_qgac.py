@@ -388,9 +388,16 @@ def test_color_free_model_and_unsupported_subsampling():
         QGAC(**{**TINY, "color_channels": (8, 8)})
 
 
-def test_tiny_model_runs_under_bf16_autocast():
-    net = QGAC(**TINY)
+def test_tiny_model_under_bf16_autocast_stays_close_to_float32():
+    """Tolerance: bf16 keeps 8 significant bits, about 2e-3 relative per operation; through the tiny random
+    network that is at most 0.025 (6 gray levels) anywhere and 0.004 (1 gray level) on average (measured:
+    0.009-0.012 and 0.0018 over three seeds)."""
+    net = QGAC(**TINY).eval()
     coeffs = jpeg.encode(smooth_images(1, 3, 32, 32), quality=50)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = net(coeffs)
-    assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+    with torch.no_grad():
+        reference = net(coeffs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(coeffs)
+    assert out.shape == (1, 3, 32, 32)
+    error = (out.float() - reference).abs()
+    assert error.max() <= 0.025 and error.mean() <= 0.004, (error.max(), error.mean())

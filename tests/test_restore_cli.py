@@ -102,6 +102,12 @@ def test_restore_without_projection_changes_pixels(jpeg_files, checkpoint, tmp_p
     decoded = np.asarray(Image.open(source).convert("RGB")).astype(int)  # libjpeg through Pillow
     assert restored.shape == decoded.shape
     assert 0 < np.abs(restored - decoded).mean() < 10
+    # the PNG holds the network output rounded half up to 8 bits: the image evaluate.py scores (quantize_8bit)
+    from jpegrestore.tasks import load_network
+
+    with torch.no_grad():
+        output = load_network(checkpoint)(jpeg.read(source))[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(restored, np.floor(np.clip(output, 0, 1) * 255 + 0.5))
 
 
 def test_a_corrupt_file_is_named_and_the_others_are_restored(jpeg_files, checkpoint, tmp_path, capsys):
@@ -135,11 +141,30 @@ def test_without_checkpoint_the_output_is_the_libjpeg_decoding(jpeg_files, tmp_p
     assert np.array_equal(ours, np.asarray(Image.open(source).convert("RGB")))
 
 
-def test_weights_command_prints_the_status(capsys):
-    from jpegrestore.weights import format_status
+def test_weights_command_reports_found_and_missing_files(tmp_path, monkeypatch, capsys):
+    """Files placed by hand in $JPEGRESTORE_WEIGHTS and the torch hub cache are listed with their paths."""
+    for var in ("XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    env_dir = tmp_path / "weights"
+    env_dir.mkdir()
+    monkeypatch.setenv("JPEGRESTORE_WEIGHTS", str(env_dir))
+    (env_dir / "alexnet-owt-7be5be79.pth").write_bytes(b"")
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "vgg16-397923af.pth").write_bytes(b"")
 
     assert main(["weights"]) == 0
-    assert capsys.readouterr().out.strip() == format_status().strip()
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith("searched")]
+    found = {row[0]: row[-1] for row in rows}
+    assert found["lpips_alex"] == str(env_dir / "alexnet-owt-7be5be79.pth")
+    assert found["vgg16"] == found["lpips_vgg"] == str(hub / "vgg16-397923af.pth")
+    assert found["dists"] == "MISSING"  # its VGG is there, its own dists_weights.pt is not
+    assert found["fid"] == found["vgg19"] == "MISSING"
+    assert "alexnet-owt-7be5be79.pth" in next(line for line in lines if line.startswith("lpips_alex"))
+    assert f"$JPEGRESTORE_WEIGHTS ({env_dir})" in lines[-1] and str(hub) in lines[-1]
 
 
 def test_console_script_smoke(jpeg_files, tmp_path):

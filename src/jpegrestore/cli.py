@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--std-map", action="store_true",
                          help="with --samples N >= 2: also write <stem>_std.png, the per-pixel std over the draws")
     restore.add_argument("--seed", type=int, default=0, help="seed of the draws of stochastic methods")
+    restore.add_argument("--outside-range", choices=("warn", "skip", "run"), default="warn",
+                         help="files whose estimated quality or chroma layout lies outside what the checkpoint was "
+                              "trained on: restore and warn (default), pass through as plain JPEG, or restore silently")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     commands.add_parser("weights", help="list pretrained weight files and whether they are found")
     tiny = commands.add_parser("tiny-model", help="write a tiny random model through the real saving code")
@@ -123,7 +126,7 @@ def _build_method(args: argparse.Namespace):
         return JPEGDecode()
     else:
         method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None,
-                                   tile_overlap=args.tile_overlap)
+                                   tile_overlap=args.tile_overlap, outside_range=args.outside_range)
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.samples > 1 and not callable(getattr(method, "sample", None)):

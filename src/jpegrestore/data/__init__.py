@@ -5,6 +5,7 @@
 """
 
 from .datasets import EpochSampler, EvalDataset, RandomCropDataset
+from .shards import ShardedSource, StreamingCropDataset, write_shards
 from .degrade import collate, compress_batch, pillow_jpeg
 from .quality import (
     ChoiceQuality, CODiffQuality, MixtureQuality, QualitySampler, UniformQuality, stream_rng,
@@ -15,7 +16,8 @@ from .sources import (
 )
 
 __all__ = [
-    "RestorationDataModule", "EpochSampler", "EvalDataset", "RandomCropDataset",
+    "RestorationDataModule", "EpochSampler", "EvalDataset", "RandomCropDataset", "ShardedSource",
+    "StreamingCropDataset", "write_shards",
     "collate", "compress_batch", "pillow_jpeg",
     "QualitySampler", "UniformQuality", "ChoiceQuality", "MixtureQuality", "CODiffQuality", "stream_rng",
     "REASONS", "BadImageError", "ScanReport", "decode_rgb", "load_rgb", "scan_source",

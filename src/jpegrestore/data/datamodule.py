@@ -16,11 +16,13 @@ from typing import Any, Optional, Sequence
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .datasets import EpochSampler, EvalDataset, RandomCropDataset
 from .degrade import check_compression, collate, compress_batch
 from .quality import ChoiceQuality, QualitySampler, UniformQuality, check_quality
 from .scan import ScanReport, scan_source
+from .shards import ShardedSource, StreamCounts, StreamingCropDataset
 from .sources import ImageSource, resolve_source
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,14 @@ class RestorationDataModule(pl.LightningDataModule):
         self.sources: dict[str, Optional[ImageSource]] = {}
         self.scan_reports: dict[str, ScanReport] = {}
         self.datasets: dict[str, Any] = {}
+        self.stream_counts: dict[str, StreamCounts] = {}
+
+    def training_domain(self) -> dict[str, list]:
+        """What a model trained on this data has seen: ``{"qualities": [lowest, highest], "subsamplings": [...]}``
+        ("gray" for grayscale targets). Checkpoints record it; restore and evaluate warn outside it."""
+        support = self.quality.support()
+        return {"qualities": [support[0], support[-1]],
+                "subsamplings": ["gray"] if self.grayscale else [self.subsampling]}
 
     # ------------------------------------------------------------------------------------------- setup
     def _source(self, split: str) -> Optional[ImageSource]:
@@ -155,8 +165,30 @@ class RestorationDataModule(pl.LightningDataModule):
                 (log.warning if report.num_skipped else log.info)("%s data: %s", split, report.summary())
         return self.scan_reports[split]
 
+    def _streaming(self) -> bool:
+        return isinstance(self._source("train"), ShardedSource)
+
+    def _streaming_dataset(self, rank: int, world: int, epoch: int) -> StreamingCropDataset:
+        """The train split of a sharded source for one rank and epoch (shared read/skip counters)."""
+        source = self._source("train")
+        if "train" not in self.stream_counts:
+            self.stream_counts["train"] = StreamCounts(source.where, self.crop_size)
+        return StreamingCropDataset(
+            source, self.samples_per_epoch, rank=rank, world_size=world, epoch=epoch,
+            counts=self.stream_counts["train"], crop_size=self.crop_size, quality=self.quality,
+            misalign_prob=self.misalign_prob, flips=self.flips, rotations=self.rotations, grayscale=self.grayscale,
+            compression=self.compression, subsampling=self.subsampling, seed=self.seed,
+        )
+
     def _build(self, split: str) -> None:
         if split in self.datasets or self._source(split) is None:
+            return
+        if split == "train" and self._streaming():
+            if self.samples_per_epoch is None:
+                raise ValueError("data.samples_per_epoch is required with a sharded source (crops per epoch)")
+            if self.trainer is not None and not self.trainer.reload_dataloaders_every_n_epochs:
+                # one streaming dataset per epoch (its epoch seeds the crops and the shard order)
+                self.trainer.reload_dataloaders_every_n_epochs = 1
             return
         if split == "train":
             self.datasets[split] = RandomCropDataset(
@@ -185,7 +217,10 @@ class RestorationDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------------------------------- loaders
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
-        return DataLoader(
+        # The training loader is stateful (torchdata): Lightning saves its position in every checkpoint, so a run
+        # resumed from a mid-epoch checkpoint continues with the very next batch.
+        loader_class = StatefulDataLoader if sampler is not None else DataLoader
+        return loader_class(
             dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=self.num_workers,
             collate_fn=collate, pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
@@ -194,11 +229,16 @@ class RestorationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._build("train")
-        if "train" not in self.datasets:
-            raise ValueError("RestorationDataModule: no train_source configured")
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else _world()
         epoch = trainer.current_epoch if trainer is not None else 0
+        if self._source("train") is not None and self._streaming():
+            return StatefulDataLoader(
+                self._streaming_dataset(rank, world, epoch), batch_size=self.batch_size, num_workers=self.num_workers,
+                collate_fn=collate, pin_memory=self.pin_memory, drop_last=True,
+            )
+        if "train" not in self.datasets:
+            raise ValueError("RestorationDataModule: no train_source configured")
         sampler = EpochSampler(self.datasets["train"], num_replicas=world, rank=rank, epoch=epoch)
         return self._loader(self.datasets["train"], self.batch_size, sampler)
 
@@ -228,9 +268,11 @@ class RestorationDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------------------------------- skip report
     @property
     def skipped_files(self) -> dict[str, dict[str, int]]:
-        """Skipped files per split and reason, e.g. {"train": {"corrupt": 2, "cmyk": 1}, "val": {}}."""
-        return {split: report.counts() for split, report in self.scan_reports.items()}
+        """Skipped files (or streamed records) per split and reason, e.g. {"train": {"corrupt": 2}, "val": {}}."""
+        reports = {**self.scan_reports, **self.stream_counts}
+        return {split: report.counts() for split, report in reports.items()}
 
     def skip_summary(self) -> str:
         """One line, e.g. "train: skipped 3 of 12 files in /data: 2 corrupt, 1 cmyk; val: skipped 0 of 2 ..."."""
-        return "; ".join(f"{split}: {report.summary()}" for split, report in self.scan_reports.items())
+        reports = {**self.scan_reports, **self.stream_counts}
+        return "; ".join(f"{split}: {report.summary()}" for split, report in reports.items())

@@ -147,14 +147,24 @@ class RandomCropDataset(Dataset):
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
         epoch, index = (0, key) if isinstance(key, (int, np.integer)) else (int(key[0]), int(key[1]))
-        image = self._load(epoch, index)
-        rng = stream_rng(self.seed, epoch, index, "crop")
-        misalign = bool(rng.random() < self.misalign_prob)
-        top, left = random_crop_offset(rng, image.shape[0], image.shape[1], self.crop_size, misalign)
-        patch = crop(image, top, left, self.crop_size)
-        patch = random_flip_rotate(patch, stream_rng(self.seed, epoch, index, "flip"), self.flips, self.rotations)
-        quality = check_quality(self.quality(self.seed, epoch, index))
-        return _finish_sample(patch, quality, self.grayscale, self.compression, self.subsampling)
+        return random_crop_sample(self, self._load(epoch, index), epoch, index)
+
+
+def random_crop_sample(options: Any, image: np.ndarray, epoch: int, index: int) -> dict[str, Any]:
+    """The training sample ``index`` of ``epoch`` cut from ``image`` (uint8 [H, W, 3]): crop offset (aligned or
+    not), flips, rotation and quality all drawn from streams of (``options.seed``, epoch, index).
+
+    ``options`` carries crop_size, quality, misalign_prob, flips, rotations, grayscale, compression, subsampling
+    and seed (a :class:`RandomCropDataset` or a streaming dataset).
+    """
+    rng = stream_rng(options.seed, epoch, index, "crop")
+    misalign = bool(rng.random() < options.misalign_prob)
+    top, left = random_crop_offset(rng, image.shape[0], image.shape[1], options.crop_size, misalign)
+    patch = crop(image, top, left, options.crop_size)
+    patch = random_flip_rotate(patch, stream_rng(options.seed, epoch, index, "flip"), options.flips,
+                               options.rotations)
+    quality = check_quality(options.quality(options.seed, epoch, index))
+    return _finish_sample(patch, quality, options.grayscale, options.compression, options.subsampling)
 
 
 class EvalDataset(Dataset):

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 # Stream ids keep the draws of different purposes independent of each other and of option changes.
-STREAMS = {"image": 1, "crop": 2, "flip": 3, "quality": 4, "replace": 5, "permutation": 6}
+STREAMS = {"image": 1, "crop": 2, "flip": 3, "quality": 4, "replace": 5, "permutation": 6, "shards": 7}
 
 MIN_QUALITY, MAX_QUALITY = 1, 100
 
@@ -48,6 +48,10 @@ class QualitySampler(ABC):
         """The quality of sample ``index`` in ``epoch``: a pure function of (seed, epoch, index)."""
         return self.sample(stream_rng(seed, epoch, index, "quality"))
 
+    @abstractmethod
+    def support(self) -> list[int]:
+        """Every quality this sampler can draw, ascending."""
+
 
 class UniformQuality(QualitySampler):
     """Uniform over the integers ``low..high`` (both inclusive)."""
@@ -60,6 +64,9 @@ class UniformQuality(QualitySampler):
 
     def sample(self, rng: np.random.Generator) -> int:
         return int(rng.integers(self.low, self.high + 1))
+
+    def support(self) -> list[int]:
+        return list(range(self.low, self.high + 1))
 
     def __repr__(self) -> str:
         return f"UniformQuality(low={self.low}, high={self.high})"
@@ -75,6 +82,9 @@ class ChoiceQuality(QualitySampler):
 
     def sample(self, rng: np.random.Generator) -> int:
         return self.values[int(rng.integers(len(self.values)))]
+
+    def support(self) -> list[int]:
+        return sorted(set(self.values))
 
     def __repr__(self) -> str:
         return f"ChoiceQuality(values={self.values})"
@@ -101,6 +111,9 @@ class MixtureQuality(QualitySampler):
     def sample(self, rng: np.random.Generator) -> int:
         which = int(rng.choice(len(self.components), p=self.weights))
         return self.components[which].sample(rng)
+
+    def support(self) -> list[int]:
+        return sorted({q for c, w in zip(self.components, self.weights) if w > 0 for q in c.support()})
 
     def __repr__(self) -> str:
         return f"MixtureQuality(components={self.components}, weights={self.weights})"

@@ -243,9 +243,12 @@ def resolve_source(spec: Any, stage: str) -> Optional[ImageSource]:
     """Turn a source spec into an ImageSource.
 
     ``spec`` may be None, an ImageSource, a Hydra config with ``_target_``, the string "sample" (the
-    sample split named by ``stage``: "train", "val" or "test"), "sample:<split>", or a folder path.
+    sample split named by ``stage``: "train", "val" or "test"), "sample:<split>", or a folder path. Training
+    may also stream from a :class:`jpegrestore.data.shards.ShardedSource`.
     """
-    if spec is None or isinstance(spec, ImageSource):
+    from .shards import ShardedSource
+
+    if spec is None or isinstance(spec, (ImageSource, ShardedSource)):
         return spec
     if isinstance(spec, (str, os.PathLike)):
         text = str(spec)
@@ -264,6 +267,8 @@ def resolve_source(spec: Any, stage: str) -> Optional[ImageSource]:
         from hydra.utils import instantiate
 
         built = instantiate(spec)
+        if isinstance(built, ShardedSource) and stage == "train":
+            return built
         if not isinstance(built, ImageSource):
             raise ValueError(f"{stage} source _target_ {spec['_target_']!r} did not build an ImageSource")
         return built

@@ -6,21 +6,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
+
+from jpegrestore.metrics.protocol import to_8bit_levels
 
 LABEL_HEIGHT = 14
 GAP = 4
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
-    """float [C, H, W] in [0, 1] (C = 1 or 3) -> uint8 [H, W, C], rounded half up as the JPEG encoder does."""
+    """float [C, H, W] in [0, 1] (C = 1 or 3) -> uint8 [H, W, C] by :func:`jpegrestore.metrics.to_8bit_levels`.
+
+    The one 8-bit rounding of the project: metrics are computed on ``quantize_8bit`` of the same image.
+    """
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected an image [1 or 3, H, W], got shape {tuple(image.shape)}")
-    array = torch.floor(image.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-    return array.permute(1, 2, 0).cpu().numpy()
+    return to_8bit_levels(image).permute(1, 2, 0).cpu().numpy()
 
 
 def to_pil(image: Tensor) -> Image.Image:

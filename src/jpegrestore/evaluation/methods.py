@@ -173,11 +173,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def checkpoint_method(
     ckpt: str | Path, device: str | torch.device = "auto", tile: int | None = 512, tile_overlap: int = 32,
-    **options: object,
+    outside_range: str = "warn", **options: object,
 ) -> RestorationMethod:
     """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``), else
     :class:`CheckpointMethod`. ``options`` (e.g. ``samples=8, seed=0``) go to that class; a plain network
-    checkpoint accepts none (ValueError naming them)."""
+    checkpoint accepts none (ValueError naming them).
+
+    When the checkpoint recorded the qualities and layouts it was trained on, JPEGs outside them are handled by
+    ``outside_range`` ("warn" | "skip" | "run", see :mod:`jpegrestore.evaluation.domain`).
+    """
+    from jpegrestore.evaluation.domain import guard
     from jpegrestore.tasks.checkpoint import checkpoint_metadata, read_checkpoint
     from jpegrestore.utils.instantiate import instantiate_object
 
@@ -189,16 +194,18 @@ def checkpoint_method(
                 f"{ckpt} holds a deterministic network ({meta.get('recipe', 'unknown')}); it takes no method "
                 f"options {sorted(options)}"
             )
-        return CheckpointMethod(ckpt, device=device, tile=tile, tile_overlap=tile_overlap)
-    return instantiate_object(
-        {"_target_": target, "ckpt": str(ckpt), "device": device, "tile": tile, "tile_overlap": tile_overlap,
-         **options}
-    )
+        method = CheckpointMethod(ckpt, device=device, tile=tile, tile_overlap=tile_overlap)
+    else:
+        method = instantiate_object(
+            {"_target_": target, "ckpt": str(ckpt), "device": device, "tile": tile, "tile_overlap": tile_overlap,
+             **options}
+        )
+    return guard(method, meta.get("trained_on"), outside_range)
 
 
 def build_method(
     config: object | None, ckpt: str | Path | None = None, device: str | torch.device = "auto",
-    tile: int | None = 512, tile_overlap: int = 32,
+    tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn",
 ) -> RestorationMethod:
     """A method from its config (``{_target_: ..., **kwargs}``); ``None``, ``{}`` or ``{name: auto}`` picks
     the checkpoint's method (:func:`checkpoint_method`, with the config's non-null keys other than ``name`` as
@@ -216,7 +223,8 @@ def build_method(
             raise ValueError(f"method config {spec!r} needs a _target_ (or name: auto)")
         options = {k: v for k, v in spec.items() if k != "name" and v is not None}
         if ckpt:
-            return checkpoint_method(ckpt, device=device, tile=tile, tile_overlap=tile_overlap, **options)
+            return checkpoint_method(ckpt, device=device, tile=tile, tile_overlap=tile_overlap,
+                                     outside_range=outside_range, **options)
         if options:
             raise ValueError(f"method options {sorted(options)} need a checkpoint (ckpt=PATH)")
         return JPEGDecode()

@@ -2,9 +2,10 @@
 metrics and one table for every method.
 
 For each quality and image: ``coeffs = jpeg.encode(x, q, rounding="exact")``, ``jpeg_image =
-jpeg.decode(coeffs, rounding="exact")``, ``restored = method(coeffs, jpeg_image)``; per-image metrics of
-both against the original go to metrics.csv / metrics.json, means per quality to summary.md, and a
-few comparison panels to comparisons/*.png.
+jpeg.decode(coeffs, rounding="exact")``, ``restored = quantize_8bit(method(coeffs, jpeg_image))``;
+per-image metrics of both against the original go to metrics.csv / metrics.json, means per quality to
+summary.md, and a few comparison panels to comparisons/*.png. Metrics are computed on the 8-bit rounded
+images users get as PNGs, with PSNR and PSNR-B capped (see :mod:`jpegrestore.metrics.protocol`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor
 from jpegrestore import jpeg
 from jpegrestore.evaluation import tables
 from jpegrestore.evaluation.grids import save_comparison
-from jpegrestore.metrics import METRICS, metric_label
+from jpegrestore.metrics import METRICS, PROTOCOL_NOTE, PSNR_CEILING_DB, metric_label, quantize_8bit
 from jpegrestore.evaluation.methods import (
     JPEGDecode, RestorationMethod, build_method, method_extras, method_samples, resolve_device,
 )
@@ -172,7 +173,7 @@ class Evaluator:
         """Rows for one batch [B, C, H, W] at one quality, and the images (jpeg, restored) for panels."""
         target = target.to(self.device)
         coeffs = jpeg.encode(target, quality=quality, subsampling=self.subsampling, rounding="exact")
-        jpeg_image = jpeg.decode(coeffs, rounding="exact")
+        jpeg_image = quantize_8bit(jpeg.decode(coeffs, rounding="exact"))  # 8-bit already; kept explicit
         rows = []
         for name, values in zip(names, self._measure(tables.JPEG, jpeg_image, target, quality)):
             rows.append({"image": name, "quality": quality, "method": tables.JPEG, **values})
@@ -182,7 +183,7 @@ class Evaluator:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        restored = self.method(coeffs, jpeg_image).to(self.device, torch.float32).clamp(0, 1)
+        restored = quantize_8bit(self.method(coeffs, jpeg_image).to(self.device, torch.float32))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = (time.perf_counter() - start) / len(names)
@@ -190,7 +191,7 @@ class Evaluator:
             raise ValueError(f"method {self.method_name} returned {tuple(restored.shape)} for {tuple(target.shape)}")
         reported = self._method_reported(len(names))
         samples = method_samples(self.method)
-        one_draw = None if samples is None else samples[0].to(self.device, torch.float32).clamp(0, 1)
+        one_draw = None if samples is None else quantize_8bit(samples[0].to(self.device, torch.float32))
         measured = self._measure(self.method_name, restored, target, quality, one_draw)
         for i, (name, values) in enumerate(zip(names, measured)):
             extra = {k: v[i] for k, v in reported.items()}
@@ -216,7 +217,7 @@ class Evaluator:
             columns[key] = values.cpu().tolist()
         samples = method_samples(self.method)
         if samples is not None and samples.shape[0] >= 2:
-            columns["sample_std"] = sample_std(samples).per_image.double().cpu().tolist()
+            columns["sample_std"] = sample_std(quantize_8bit(samples.float())).per_image.double().cpu().tolist()
         self.reported.update(columns)
         return columns
 
@@ -278,7 +279,9 @@ class Evaluator:
             f"method: {self.method_name}", *header,
             f"compression: jpeg.encode/decode, rounding=exact (identical to libjpeg-turbo), {self.subsampling}",
             f"qualities: {self.qualities}",
-            *( [f"skipped images: {len(skipped)}"] if skipped else []),
+            PROTOCOL_NOTE,
+            *([f"rows at the PSNR ceiling of {PSNR_CEILING_DB:g} dB: {capped}"] if (capped := _capped(rows)) else []),
+            *([f"skipped images: {len(skipped)}"] if skipped else []),
         ]
         files = {"csv": out / "metrics.csv", "json": out / "metrics.json", "summary": out / "summary.md"}
         tables.write_csv(files["csv"], rows, available, self.y_convention)
@@ -295,6 +298,12 @@ class Evaluator:
         return EvaluationResult(rows, means, status, self.method_name, files, skipped)
 
 
+def _capped(rows: Sequence[Mapping[str, Any]]) -> int:
+    """Rows (image, quality, method) whose PSNR or PSNR-B sits at the ceiling: (practically) exact restorations."""
+    names = ("psnr", "psnr_y", "psnrb", "psnrb_y")
+    return sum(any(isinstance(r.get(n), float) and r[n] >= PSNR_CEILING_DB for n in names) for r in rows)
+
+
 def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> EvaluationResult:
     """Run the evaluation described by a composed ``conf/evaluate.yaml`` and write it to ``output_dir``.
 
@@ -307,7 +316,8 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
         return default if value is None and default is not None else to_plain(value)
 
     ckpt = get("ckpt")
-    method = build_method(cfg.get("method"), ckpt, get("device", "auto"), get("tile"), int(get("tile_overlap", 32)))
+    method = build_method(cfg.get("method"), ckpt, get("device", "auto"), get("tile"), int(get("tile_overlap", 32)),
+                          get("outside_range", "warn"))
     source = eval_source(cfg.get("data"))
     evaluator = Evaluator(
         method, metrics=get("metrics", list(DEFAULT_METRICS)), qualities=get("qf", list(DEFAULT_QUALITIES)),
@@ -319,4 +329,11 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
     header = [f"data: {getattr(source, 'where', source)} ({len(source)} images)"]
     if ckpt:
         header.insert(0, f"checkpoint: {ckpt}")
+    domain = getattr(method, "domain", None)
+    if domain is not None:
+        from jpegrestore.evaluation.domain import qualities_outside
+
+        outside = qualities_outside(domain, evaluator.qualities)
+        note = f"; outside it: QF {outside} (outside_range={method.policy})" if outside else ""
+        header.append(f"trained on: {domain.describe()}{note}")
     return evaluator.run(source, output_dir, get("max_images"), header)

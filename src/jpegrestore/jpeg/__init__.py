@@ -13,12 +13,12 @@ from .float_codec import float_decode, float_encode, mcu_canvas
 from .dct import block_dct, block_idct, blocks_to_image, image_to_blocks
 from .io import read, write
 from .projection import is_consistent, project
-from .tables import quant_tables
+from .tables import QualityEstimate, estimate_quality, quant_tables
 from .rounding import ROUNDING_MODES
 from .sampling import SUBSAMPLING_FACTORS
 
 __all__ = [
-    "Coefficients", "quant_tables", "encode", "decode", "compress", "project", "is_consistent", "read", "write",
+    "Coefficients", "quant_tables", "estimate_quality", "QualityEstimate", "encode", "decode", "compress", "project", "is_consistent", "read", "write",
     "block_dct", "block_idct", "blocks_to_image", "image_to_blocks",
     "rgb_to_ycbcr", "ycbcr_to_rgb", "ROUNDING_MODES", "SUBSAMPLING_FACTORS",
     "float_encode", "float_decode", "mcu_canvas",

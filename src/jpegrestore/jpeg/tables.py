@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import NamedTuple, Sequence, Union
 
 import torch
 
@@ -70,3 +70,30 @@ def quant_tables(
     base = torch.tensor((BASE_LUMA, BASE_CHROMA), dtype=torch.long, device=q.device)  # [2, 8, 8]
     tables = (base[None] * scale[:, None, None, None] + 50) // 100
     return tables.clamp_(1, 255).to(dtype)
+
+
+class QualityEstimate(NamedTuple):
+    """``quality`` LongTensor[B] in 1..100: the IJG quality whose tables are nearest; ``exact`` BoolTensor[B]: the
+    file's tables are exactly those (False for custom tables, e.g. from cameras or editors)."""
+
+    quality: torch.Tensor
+    exact: torch.Tensor
+
+
+def estimate_quality(tables: torch.Tensor) -> QualityEstimate:
+    """The IJG quality of quantization tables, as libjpeg/Pillow would have written them.
+
+    tables: [B, C, 8, 8] per-component tables (``Coefficients.qt``: luma first, then the chroma tables) or
+    [B, 2, 8, 8] (luma, chroma). Nearest is measured as the mean absolute log ratio over the luma table and,
+    when present, the first chroma table, so custom tables map to the IJG quality of similar coarseness.
+    """
+    if tables.dim() != 4 or tables.shape[-2:] != (8, 8) or tables.shape[1] < 1:
+        raise ValueError(f"estimate_quality expects tables [B, C, 8, 8], got {tuple(tables.shape)}")
+    candidates = quant_tables(torch.arange(1, 101), device=tables.device, dtype=torch.float64)  # [100, 2, 8, 8]
+    used = min(tables.shape[1], 2)
+    given = tables[:, :used].double().clamp(min=1)  # [B, used, 8, 8]
+    reference = candidates[:, :used]
+    distance = (given[:, None].log() - reference[None].log()).abs().mean(dim=(2, 3, 4))  # [B, 100]
+    best = distance.argmin(dim=1)
+    exact = distance.gather(1, best[:, None])[:, 0] == 0
+    return QualityEstimate(best + 1, exact)

@@ -6,6 +6,7 @@ Tensor[B]; callers average, so numbers never depend on the batch size.
 
 from jpegrestore.metrics.bpp import bits_per_pixel, jpeg_bytes
 from jpegrestore.metrics.colour import Y_CONVENTION_NAMES, channel_label, rgb_to_y, y_convention_name
+from jpegrestore.metrics.protocol import PROTOCOL_NOTE, PSNR_CEILING_DB, cap_psnr, quantize_8bit, to_8bit_levels
 from jpegrestore.metrics.psnr import psnr
 from jpegrestore.metrics.psnrb import blocking_effect_factor, psnrb
 from jpegrestore.metrics.ssim import ssim, ssim_map
@@ -30,5 +31,6 @@ __all__ = [
     "psnr", "ssim", "ssim_map", "psnrb", "blocking_effect_factor", "rgb_to_y", "y_convention_name",
     "channel_label", "Y_CONVENTION_NAMES", "sample_std", "SampleStd", "bits_per_pixel", "jpeg_bytes",
     "MetricSuite", "METRICS", "MetricInfo", "metric_label", "LPIPSMetric", "DISTSMetric", "build_fid",
-    "InceptionFeatures", "jpeg_consistency",
+    "InceptionFeatures", "jpeg_consistency", "quantize_8bit", "to_8bit_levels", "cap_psnr", "PSNR_CEILING_DB",
+    "PROTOCOL_NOTE",
 ]

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from jpegrestore.metrics.protocol import to_8bit_levels
+
 _PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 
@@ -24,10 +26,10 @@ def _qualities(quality: int | Sequence[int] | Tensor, batch: int) -> list[int]:
 
 
 def to_pil(image: Tensor) -> Image.Image:
-    """float [3 or 1, H, W] in [0, 1] -> 8-bit RGB or L Pillow image (rounded, clamped)."""
+    """float [3 or 1, H, W] in [0, 1] -> 8-bit RGB or L Pillow image (clamped, rounded by ``to_8bit_levels``)."""
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected a [3 or 1, H, W] image, got shape {tuple(image.shape)}")
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    array = to_8bit_levels(image).cpu()
     if image.shape[0] == 1:
         return Image.fromarray(array[0].numpy())  # 2-D uint8 -> mode "L"
     return Image.fromarray(array.permute(1, 2, 0).contiguous().numpy())  # H x W x 3 uint8 -> "RGB"

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from jpegrestore.metrics.bpp import bits_per_pixel
 from jpegrestore.metrics.colour import channel_label
+from jpegrestore.metrics.protocol import cap_psnr
 from jpegrestore.metrics.psnr import psnr
 from jpegrestore.metrics.psnrb import psnrb
 from jpegrestore.metrics.ssim import ssim
@@ -162,13 +163,16 @@ class MetricSuite:
         """Tensor[B] for every available per-image metric (not FID); nothing is accumulated.
 
         pred, target: float [B, C, H, W] in [0, 1]. "consistency" needs ``quality`` or
-        ``tables``; "bpp" (size of the JPEG of ``target``) needs ``quality``.
+        ``tables``; "bpp" (size of the JPEG of ``target``) needs ``quality``. PSNR and PSNR-B are
+        capped at :data:`~jpegrestore.metrics.protocol.PSNR_CEILING_DB` so means stay finite.
+        Callers that report to users pass ``quantize_8bit(pred)`` (see :mod:`.protocol`).
         """
         values: dict[str, Tensor] = {}
         for name in self.available:
             kind = METRICS[name].kind
             if kind == "pixel":
-                values[name] = self._pixel[name](pred, target)
+                value = self._pixel[name](pred, target)
+                values[name] = value if name.startswith("ssim") else cap_psnr(value)
             elif kind == "model":
                 values[name] = self.models[name](pred, target).float()
             elif name == "consistency":

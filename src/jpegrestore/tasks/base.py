@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from jpegrestore.metrics.protocol import quantize_8bit
 from jpegrestore.tasks.checkpoint import FORMAT_VERSION, METADATA_KEY
 from jpegrestore.tasks.validation import QualityBinnedMean
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
@@ -27,10 +28,11 @@ METRIC_NAMES = ("psnr", "psnrb", "ssim")
 
 
 def _per_image_metrics(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] pairs in [0, 1] -> [B, 3] columns PSNR, PSNR-B, SSIM (float32, on the input device)."""
+    """[B, C, H, W] pairs in [0, 1] -> [B, 3] columns PSNR, PSNR-B (both capped), SSIM (float32, input device)."""
     from jpegrestore import metrics
 
-    return torch.stack([metrics.psnr(pred, target), metrics.psnrb(pred, target), metrics.ssim(pred, target)], 1)
+    return torch.stack([metrics.cap_psnr(metrics.psnr(pred, target)), metrics.cap_psnr(metrics.psnrb(pred, target)),
+                        metrics.ssim(pred, target)], 1)
 
 
 def skipped_file_count(datamodule: Any) -> int:
@@ -123,7 +125,8 @@ class RestorationTask(pl.LightningModule):
     # ------------------------------------------------------------------ validation
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        restored = self.restore(batch).float().clamp(0, 1)
+        # Scored as the 8-bit image a user would save, like evaluate.py (jpegrestore.metrics.protocol).
+        restored = quantize_8bit(self.restore(batch))
         restored, jpeg_input, target = self.evaluation_views(batch, restored)
         values = torch.cat([_per_image_metrics(restored, target), _per_image_metrics(jpeg_input.float(), target)], 1)
         self.val_metrics.update(batch["quality"], values)
@@ -190,12 +193,25 @@ class RestorationTask(pl.LightningModule):
         }
         if self.evaluation_method:
             checkpoint[METADATA_KEY]["evaluation_method"] = self.evaluation_method
+        domain = self.training_domain()
+        if domain is not None:
+            checkpoint[METADATA_KEY]["trained_on"] = domain
         if self.unsaved_prefixes:
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith(self.unsaved_prefixes)]:
                 del state[key]
 
+    def training_domain(self) -> dict[str, list] | None:
+        """Qualities and chroma layouts of the training data (``datamodule.training_domain()``), or the ones the
+        checkpoint this run resumed from recorded; None when neither is known."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "training_domain"):
+            return datamodule.training_domain()
+        return getattr(self, "_loaded_training_domain", None)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._loaded_training_domain = checkpoint.get(METADATA_KEY, {}).get("trained_on")
         if self.unsaved_prefixes:  # frozen helpers were not saved: keep the ones built in __init__
             state = checkpoint["state_dict"]
             for key, value in self.state_dict().items():

@@ -4,6 +4,7 @@ fit, and report the held-out PSNR of JPEG vs the model per quality."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -11,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from jpegrestore.utils import get_logger, instantiate_callbacks, instantiate_loggers, register_resolvers
@@ -72,11 +74,48 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
     return datamodule, model, trainer
 
 
+#: Checkpoints a run leaves that ``ckpt_path=last`` can resume: the periodic one, the one written when the run was
+#: interrupted (SIGTERM, crash), and Lightning's SLURM requeue checkpoint.
+RESUMABLE_CHECKPOINTS = ("checkpoints/last.ckpt", "checkpoints/interrupted.ckpt", "hpc_ckpt_*.ckpt")
+
+
+def newest_checkpoint(experiment_dir: str | Path) -> Path | None:
+    """The most recently written resumable checkpoint of any run under ``experiment_dir`` (e.g. logs/<task_name>)."""
+    root = Path(experiment_dir)
+    found = [path for pattern in RESUMABLE_CHECKPOINTS for path in root.glob(f"*/*/{pattern}")]
+    return max(found, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """``cfg.ckpt_path``; "last" means the newest resumable checkpoint of the same experiment
+    (``paths.log_dir/task_name``), or a fresh start when there is none yet (so a requeued job can always pass it)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path != "last":
+        return ckpt_path
+    experiment_dir = Path(cfg.paths.log_dir) / str(cfg.task_name)
+    newest = newest_checkpoint(experiment_dir)
+    if newest is None:
+        log.info("ckpt_path=last: no checkpoint under %s yet; starting fresh", experiment_dir)
+        return None
+    log.info("ckpt_path=last: resuming from %s", newest)
+    return str(newest)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (resuming from ``cfg.ckpt_path`` if set), print the PSNR table, return the final metrics."""
+    """Fit (resuming from ``cfg.ckpt_path`` if set), print the PSNR table, return the final metrics.
+
+    On SIGTERM (preemption, SLURM's time limit) the run stops at the next step boundary, the ``on_exception``
+    callback saves ``checkpoints/interrupted.ckpt``, and this returns normally after saying how to resume.
+    """
+    ckpt_path = resolve_ckpt_path(cfg)
     datamodule, model, trainer = build(cfg)
     log.info("run directory: %s", trainer.default_root_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        _print(f"interrupted by SIGTERM at step {trainer.global_step}; resume with ckpt_path=last "
+               f"(checkpoints in {Path(trainer.default_root_dir) / 'checkpoints'})")
+        return _scalars(trainer.callback_metrics)
     metrics = _scalars(trainer.callback_metrics)
     last_validated = getattr(model, "last_validated_step", None)
     if cfg.get("validate_after_fit", True) and last_validated != trainer.global_step and not trainer.fast_dev_run:

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
+from jpegrestore.metrics.protocol import PSNR_CEILING_DB
+
 MAX_QUALITY = 100
-PSNR_CAP = 100.0  # dB; identical images (MSE 0) would otherwise give +inf and poison the means
 
 
 class QualityBinnedMean(Metric):
@@ -34,7 +35,7 @@ class QualityBinnedMean(Metric):
             raise ValueError(f"values must be [B={quality.numel()}, K={len(self.names)}], got {tuple(values.shape)}")
         if ((quality < 1) | (quality > MAX_QUALITY)).any():
             raise ValueError(f"qualities must lie in 1..{MAX_QUALITY}, got {quality.tolist()}")
-        values = values.to(self.sums).nan_to_num(posinf=PSNR_CAP)
+        values = values.to(self.sums).nan_to_num(posinf=PSNR_CEILING_DB)  # callers cap already
         self.sums.index_add_(0, quality, values)
         self.counts.index_add_(0, quality, torch.ones_like(quality, dtype=self.counts.dtype))
 
