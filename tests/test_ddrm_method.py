@@ -124,3 +124,37 @@ def test_restore_cli_with_a_prior(tiny_prior, tmp_path, capsys):
     assert "no-such-prior" in capsys.readouterr().err
     assert main(["restore", str(source), "-o", str(tmp_path / "o3"), "--prior", str(tiny_prior), "-q"]) == 1
     assert "add --method ddrm_jpeg" in capsys.readouterr().err
+
+
+def test_projection_option_makes_draws_consistent():
+    target = _photo(32, 48)
+    coeffs = jpeg.encode(target, 10, rounding="exact")
+    plain = DDRMJPEGMethod(prior=point_mass_prior(torch.full((3, 1, 1), 0.5)), samples=2, steps=2, device="cpu")
+    projected = DDRMJPEGMethod(prior=point_mass_prior(torch.full((3, 1, 1), 0.5)), samples=2, steps=2,
+                               device="cpu", project=True)
+    jpeg_image = jpeg.decode(coeffs, rounding="exact")
+    assert not bool(jpeg.is_consistent(plain(coeffs, jpeg_image), coeffs).all())
+    projected(coeffs, jpeg_image)
+    assert all(bool(jpeg.is_consistent(draw, coeffs).all()) for draw in projected.last_samples)
+
+
+def test_a_trained_ddpm_prior_checkpoint_plugs_into_evaluate_and_restore(two_images, tmp_path, capsys):
+    """experiment=ddpm_prior_quick trained for two steps: its checkpoint names DDRM-JPEG as its method."""
+    from conftest import TINY, run_train
+    from jpegrestore.cli import main
+    from jpegrestore.evaluation import evaluate_config
+
+    run_train([*[o for o in TINY if not o.startswith("model/network=")], "experiment=ddpm_prior_quick",
+               "model/network=ddpm_unet_tiny", "data.val_batch_size=2", "model.sample_grid=0",
+               "model.save_diffusers=null"], tmp_path / "train")
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    # method=auto: the options go to the method the checkpoint names
+    cfg = _compose([f"ckpt={ckpt}", "method.samples=2", "+method.steps=2", f"data.source={two_images}", "qf=[10]",
+                    "metrics=[psnr]", "device=cpu", "progress=false", "comparisons=0"])
+    result = evaluate_config(cfg, tmp_path / "eval")
+    assert result.method == "ddrm_jpeg" and result.means["ddrm_jpeg"][10]["nfe"] == 4.0
+    source = tmp_path / "photo.jpg"
+    Image.fromarray((_photo(24, 40)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(source, quality=20)
+    assert main(["restore", str(source), "-o", str(tmp_path / "out"), "--ckpt", str(ckpt), "--samples", "2",
+                 "--device", "cpu", "-q"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "photo_s1.png").is_file()

@@ -33,6 +33,8 @@ class DDRMJPEGMethod:
         device: "cpu", "cuda", "cuda:N" or "auto".
         tile, tile_overlap: images larger than ``tile`` pixels are restored in tiles (None/0: never, unless the
             prior has a fixed image size).
+        project: project every draw onto the JPEG's quantization bins (``jpeg.project``) before averaging; off in
+            the paper (its draws are consistent with the float operator only through the eta_b mix).
         name: label in tables.
         ckpt: accepted in place of ``prior`` (a checkpoint that names this method as its evaluation method).
     """
@@ -40,7 +42,7 @@ class DDRMJPEGMethod:
     def __init__(
         self, prior: Any = None, samples: int = 1, steps: int = 20, t_start: int = 300, eta: float = 1.0,
         eta_b: float = 0.4, seed: int = 0, device: str | torch.device = "auto", tile: Optional[int] = None,
-        tile_overlap: int = 32, name: str = "ddrm_jpeg", ckpt: Optional[str | Path] = None,
+        tile_overlap: int = 32, project: bool = False, name: str = "ddrm_jpeg", ckpt: Optional[str | Path] = None,
     ) -> None:
         from jpegrestore.sampling import DDRMJPEG
 
@@ -67,6 +69,7 @@ class DDRMJPEGMethod:
         self.name = name
         self.samples = samples
         self.seed = int(seed)
+        self.project = bool(project)
         self.extras: dict[str, Tensor] = {}
         self.last_samples: Optional[Tensor] = None
 
@@ -74,7 +77,10 @@ class DDRMJPEGMethod:
                generator: Optional[torch.Generator] = None) -> Tensor:
         """``num_samples`` independent restorations [S, B, C, H, W] in [0, 1]; sets ``extras["nfe"]``."""
         before = self.sampler.network_evaluations
-        draws = self.sampler(coeffs.to(self.device), num_samples, generator, return_samples=True)
+        coeffs = coeffs.to(self.device)
+        draws = self.sampler(coeffs, num_samples, generator, return_samples=True)
+        if self.project:
+            draws = torch.stack([jpeg.project(draw, coeffs) for draw in draws])
         per_image = (self.sampler.network_evaluations - before) / coeffs.batch_size
         self.extras = {"nfe": torch.full((coeffs.batch_size,), float(per_image))}
         if draws.shape[1:] != jpeg_image.shape:
