@@ -106,6 +106,15 @@ def test_scheduler_without_betas_or_config(tiny_ddpm: Path, tmp_path: Path) -> N
         load_prior(folder)
 
 
+def test_conditional_unet_is_refused(tiny_ddpm: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "sd_like"
+    shutil.copytree(tiny_ddpm, folder)
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    (folder / "unet" / "config.json").write_text(json.dumps({**config, "_class_name": "UNet2DConditionModel"}))
+    with pytest.raises(ValueError, match="UNet2DConditionModel, not an unconditional UNet2DModel"):
+        load_prior(folder)
+
+
 def test_unknown_file_format(tmp_path: Path) -> None:
     weird = tmp_path / "weird.pt"
     torch.save({"encoder.weight": torch.zeros(2)}, weird)

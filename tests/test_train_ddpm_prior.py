@@ -37,6 +37,7 @@ def test_trains_validates_and_loads_as_a_prior(tmp_path: Path) -> None:
     saved = torch.load(last, weights_only=True)
     assert saved["jpegrestore"]["recipe"] == "ddpm_prior"
     assert saved["jpegrestore"]["evaluation_method"] == "jpegrestore.evaluation.ddrm.DDRMJPEGMethod"
+    assert "trained_on" not in saved["jpegrestore"]  # a prior is not tied to the JPEG qualities of the pipeline
     # state_dict holds the EMA weights, current_model_state the raw ones; they differ after training
     ema, raw = saved["state_dict"], saved["current_model_state"]
     assert ema.keys() == raw.keys() and any(not torch.equal(ema[k], raw[k]) for k in ema)
@@ -77,3 +78,10 @@ def test_ddp_sim_ranks_agree(tmp_path: Path) -> None:
     _train_py(overrides, tmp_path)
     _assert_identical_ranks(tmp_path, 2, ("net.down_blocks.",))
     assert load_prior(tmp_path / "checkpoints" / "last.ckpt").channels == 3
+
+
+def test_results_line_without_per_quality_psnr() -> None:
+    from jpegrestore.tasks.runner import format_results
+
+    assert format_results({"val/loss": 0.25, "train/loss": 0.5}, 3) == "Validation after 3 steps: val/loss=0.25"
+    assert format_results({"train/loss": 0.5}, 3) == "no validation metrics were logged"

@@ -139,6 +139,10 @@ class DDPMPrior(RestorationTask):
 
     # ------------------------------------------------------------------ checkpoints and export
 
+    def training_domain(self) -> None:
+        """None: the prior never sees JPEGs, so its checkpoints record no JPEG qualities or layouts."""
+        return None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint[METADATA_KEY]["scheduler"] = {"_class_name": "DDPMScheduler", **self.noise_schedule}
