@@ -1,6 +1,7 @@
 """Network architectures (plain nn.Modules, configured by constructor arguments)."""
 
 from .discriminators import DCGANDiscriminator
+from .guided_diffusion import GuidedDiffusionUNet
 from .qgac import QGAC, DCTStats
 
-__all__ = ["QGAC", "DCTStats", "DCGANDiscriminator"]
+__all__ = ["QGAC", "DCTStats", "DCGANDiscriminator", "GuidedDiffusionUNet"]

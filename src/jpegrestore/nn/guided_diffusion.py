@@ -183,7 +183,9 @@ class AttentionBlock(nn.Module):
         if num_head_channels == -1:
             self.num_heads = num_heads
         elif channels % num_head_channels:
-            raise ValueError(f"attention channels {channels} are not a multiple of num_head_channels {num_head_channels}")
+            raise ValueError(
+                f"attention channels {channels} are not a multiple of num_head_channels {num_head_channels}"
+            )
         else:
             self.num_heads = channels // num_head_channels
         self.new_order = use_new_attention_order
@@ -387,7 +389,9 @@ def load_guided_diffusion(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"guided-diffusion checkpoint not found: {path} (expected a file like {CHECKPOINT_NAME})")
+        raise FileNotFoundError(
+            f"guided-diffusion checkpoint not found: {path} (expected a file like {CHECKPOINT_NAME})"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and format errors all mean "not a checkpoint"

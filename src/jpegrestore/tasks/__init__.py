@@ -2,7 +2,8 @@
 
 from jpegrestore.tasks.base import RestorationTask
 from jpegrestore.tasks.checkpoint import checkpoint_recipe, load_network
+from jpegrestore.tasks.ddpm_prior import DDPMPrior
 from jpegrestore.tasks.qgac import QGACGAN, QGACColor, QGACLuma, export_interpolated
 
-__all__ = ["QGACColor", "QGACGAN", "QGACLuma", "RestorationTask", "checkpoint_recipe", "export_interpolated",
-           "load_network"]
+__all__ = ["DDPMPrior", "QGACColor", "QGACGAN", "QGACLuma", "RestorationTask", "checkpoint_recipe",
+           "export_interpolated", "load_network"]
