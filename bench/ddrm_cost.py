@@ -114,7 +114,8 @@ def full_size_architecture(repeats: int, full_cpu: bool) -> None:
             on_gpu = device == "cuda"
             seconds = network_time(net, device, dtype, repeats if on_gpu else 1, warm_up=on_gpu)
             print(f"\n## 2. guided-diffusion 256x256 uncond, {params:,} parameters (random weights), {name}, {dtype}")
-            print(f"per network evaluation: {1000 * seconds:.1f} ms; 20 evaluations (one sample): {20 * seconds:.2f} s; "
+            print(f"per network evaluation: {1000 * seconds:.1f} ms; "
+                  f"20 evaluations (one sample): {20 * seconds:.2f} s; "
                   f"8 samples: {160 * seconds:.1f} s per image")
 
 

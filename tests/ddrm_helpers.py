@@ -21,7 +21,8 @@ class MixturePrior(torch.nn.Module):
     """The exact eps of a mixture of point masses at images ``atoms`` [K, C, H, W] in [-1, 1] (equal weights).
 
     For x_t = sqrt(abar) x0 + sqrt(1 - abar) n, the posterior mean of n is
-    ``sum_k r_k (x - sqrt(abar) a_k) / sqrt(1 - abar)`` with ``r = softmax_k(-|x - sqrt(abar) a_k|^2 / (2 (1 - abar)))``.
+    ``sum_k r_k (x - sqrt(abar) a_k) / sqrt(1 - abar)`` with
+    ``r = softmax_k(-|x - sqrt(abar) a_k|^2 / (2 (1 - abar)))``.
     One atom is a point mass: eps = (x - sqrt(abar) a) / sqrt(1 - abar), whose x0 prediction is ``a`` itself.
     Inputs larger than the atoms (the sampler's padded canvas) see the atoms extended by edge replication.
     ``learned_sigma`` appends C constant channels, as a learned-variance network does.

@@ -97,9 +97,13 @@ def test_steps_equal_the_update_written_out_literally(tmp_path, layout, size, mu
     yf = y.to(torch.float32)
     ch, cw = jpeg.mcu_canvas(y.size, y.subsampling, y.num_components)
     hn, wn = -(-ch // multiple) * multiple, -(-cw // multiple) * multiple
-    decode = lambda c: pad_edge(jpeg.float_decode(c) * 2 - 1, hn, wn)  # noqa: E731
-    encode = lambda v: jpeg.float_encode((v[..., :ch, :cw] + 1) / 2, tables=yf.qt, subsampling=yf.subsampling,  # noqa: E731
-                                         size=y.size)
+
+    def decode(c):
+        return pad_edge(jpeg.float_decode(c) * 2 - 1, hn, wn)
+
+    def encode(v):
+        return jpeg.float_encode((v[..., :ch, :cw] + 1) / 2, tables=yf.qt, subsampling=yf.subsampling, size=y.size)
+
     yhat = decode(yf)
     c = y.num_components
     a150, a0 = float(abar[150]), float(abar[0])
@@ -107,7 +111,8 @@ def test_steps_equal_the_update_written_out_literally(tmp_path, layout, size, mu
     e = _toy_eps(x, torch.tensor([150]))[:, :c]
     x0 = (x - (1 - a150) ** 0.5 * e) / a150 ** 0.5
     xp = x0 - decode(encode(x0)) + yhat
-    x = a0 ** 0.5 * (eta_b * xp + (1 - eta_b) * x0) + (1 - a0) ** 0.5 * (eta * torch.randn(x.shape, generator=g) + (1 - eta) * e)
+    n = torch.randn(x.shape, generator=g)
+    x = a0 ** 0.5 * (eta_b * xp + (1 - eta_b) * x0) + (1 - a0) ** 0.5 * (eta * n + (1 - eta) * e)
     e = _toy_eps(x, torch.tensor([0]))[:, :c]
     x0 = (x - (1 - a0) ** 0.5 * e) / a0 ** 0.5
     xp = x0 - decode(encode(x0)) + yhat

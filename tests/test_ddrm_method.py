@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ddrm_helpers import point_mass_prior, psnr
+from ddrm_helpers import point_mass_prior
 from jpegrestore import jpeg
 from jpegrestore.evaluation.ddrm import DDRMJPEGMethod
 from jpegrestore.evaluation.runner import Evaluator

@@ -49,7 +49,8 @@ def check_alphas_cumprod(alphas_cumprod: Any, t_start: int) -> Tensor:
                          "(alphas_cumprod[t] = prod_{i<=t} (1 - beta_i))")
     abar = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
     if abar.dim() != 1 or abar.numel() < 2:
-        raise ValueError(f"alphas_cumprod must be a 1-D tensor of the T training timesteps, got shape {tuple(abar.shape)}")
+        raise ValueError("alphas_cumprod must be a 1-D tensor of the T training timesteps, "
+                         f"got shape {tuple(abar.shape)}")
     if not bool(torch.isfinite(abar).all()) or bool((abar <= 0).any()) or bool((abar > 1).any()):
         raise ValueError("alphas_cumprod must hold values in (0, 1] (cumulative products of 1 - beta)")
     if bool((abar[1:] > abar[:-1]).any()):
