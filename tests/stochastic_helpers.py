@@ -11,9 +11,10 @@ from jpegrestore import jpeg
 class NoisyMethod:
     """``samples`` draws ``clamp(jpeg_image + sigma * noise)``; returns their mean; reports ``nfe = 3 * samples``."""
 
-    def __init__(self, ckpt: str | None = None, device: str = "cpu", tile=None, tile_overlap: int = 32,
+    def __init__(self, ckpt: str | None = None, name: str | None = None, device: str = "cpu", tile=None,
+                 tile_overlap: int = 32,
                  samples: int = 4, sigma: float = 0.05, seed: int = 0) -> None:
-        self.name = "noisy"
+        self.name = name or "noisy"
         self.ckpt, self.samples, self.sigma, self.seed = ckpt, int(samples), float(sigma), int(seed)
         self.extras: dict = {}
         self.last_samples = None

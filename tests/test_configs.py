@@ -32,7 +32,9 @@ def test_default_is_quickstart_on_cpu(tmp_path):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_resolves(name, tmp_path):
-    required = {"qgac_stage2": ["model.y_checkpoint=y.ckpt"], "qgac_stage3": ["model.generator_checkpoint=g.ckpt"]}
+    required = {"qgac_stage2": ["model.y_checkpoint=y.ckpt"], "qgac_stage3": ["model.generator_checkpoint=g.ckpt"],
+                "codiff_stage2": ["model.cave_checkpoint=c.ckpt"],
+                "codiff_stage2_tiny": ["model.cave_checkpoint=c.ckpt", "model.pretrained=sd"]}
     cfg = compose_train([f"experiment={name}", *required.get(name, [])], tmp_path)
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["task_name"] == name

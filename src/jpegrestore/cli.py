@@ -6,6 +6,8 @@
     jpegrestore restore photo.jpg -o out/ --method ddrm_jpeg --prior <diffusion prior> [--samples 8 --std-map]
     jpegrestore weights            # which pretrained weight files are found, and where they were looked for
     jpegrestore tiny-model ddpm OUT  # a tiny random DDPM prior (diffusers folder) for trying DDRM-JPEG offline
+    jpegrestore tiny-model sd OUT  # a tiny random Stable Diffusion in the diffusers layout, for smoke tests
+    jpegrestore convert codiff --codiff codiff.pkl --cave cave.pth -o codiff.ckpt   # the authors' CODiff weights
 
 ``restore`` reads each file's own quantization tables and coefficients (any quality or custom table;
 grayscale, 4:4:4, 4:2:2, 4:2:0; baseline or progressive), restores it (tiled when larger than ``--tile``)
@@ -17,6 +19,8 @@ Unreadable files are reported on stderr by name; the others are still restored; 
 With ``--samples N`` a stochastic method (one whose checkpoint names a sampling method) writes N draws per file,
 ``<stem>_s0.png`` ... , and ``--std-map`` adds ``<stem>_std.png``, the per-pixel standard deviation over the
 draws (mean over colour channels, scaled so that white is the file's largest value, printed beside it).
+CODiff checkpoints rebuild their Stable Diffusion base (``--pretrained`` to point elsewhere) and tile in
+latent space; ``--latent``, ``--seed`` and ``--no-color-fix`` set their options.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 
 PROG = "jpegrestore"
 #: Tiny random models ``jpegrestore tiny-model KIND OUT`` can write.
-TINY_MODEL_KINDS = ("ddpm",)
+TINY_MODEL_KINDS = ("ddpm", "sd")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,16 +60,34 @@ def _parser() -> argparse.ArgumentParser:
                          help="stochastic methods: write N draws per file (<stem>_s0.png, ...)")
     restore.add_argument("--std-map", action="store_true",
                          help="with --samples N >= 2: also write <stem>_std.png, the per-pixel std over the draws")
-    restore.add_argument("--seed", type=int, default=0, help="seed of the draws of stochastic methods")
+    restore.add_argument("--seed", type=int, default=None,
+                         help="seed of the draws of stochastic methods and of CODiff's --latent sample (default 0)")
     restore.add_argument("--outside-range", choices=("warn", "skip", "run"), default="warn",
                          help="files whose estimated quality or chroma layout lies outside what the checkpoint was "
                               "trained on: restore and warn (default), pass through as plain JPEG, or restore silently")
+    codiff = restore.add_argument_group("CODiff checkpoints")
+    codiff.add_argument("--pretrained", default=None,
+                        help="Stable Diffusion base folder or cached repo id (default: the one the checkpoint records)")
+    codiff.add_argument("--latent", choices=["mode", "sample"], default=None,
+                        help="VAE latent of the JPEG: mode (default, repeatable) or a seeded sample (as the authors)")
+    codiff.add_argument("--no-color-fix", dest="color_fix", action="store_const", const=False, default=None,
+                        help="skip the AdaIN colour fix against the JPEG (on by default, as the authors)")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     commands.add_parser("weights", help="list pretrained weight files and whether they are found")
     tiny = commands.add_parser("tiny-model", help="write a tiny random model through the real saving code")
     tiny.add_argument("kind", choices=TINY_MODEL_KINDS,
-                      help="ddpm: an unconditional DDPM prior (diffusers pipeline folder) for --method ddrm_jpeg")
-    tiny.add_argument("out", type=Path, metavar="OUT", help="output folder")
+                      help="ddpm: an unconditional DDPM prior (diffusers pipeline folder) for --method ddrm_jpeg; "
+                           "sd: Stable Diffusion (vae/unet/scheduler, diffusers layout)")
+    tiny.add_argument("output", type=Path, metavar="OUT", help="folder to write (created)")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    convert = commands.add_parser("convert", help="turn published weights into a jpegrestore checkpoint")
+    convert.add_argument("kind", choices=["codiff"], help="codiff: the authors' CODiff + CaVE files")
+    convert.add_argument("--codiff", type=Path, required=True, help="the authors' CODiff file (codiff.pkl)")
+    convert.add_argument("--cave", type=Path, required=True, help="the authors' CaVE state dict (cave.pth)")
+    convert.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.ckpt", help="checkpoint to write")
+    convert.add_argument("--pretrained", default=None,
+                         help="Stable Diffusion 2.1 base recorded in the checkpoint (folder or cached repo id; "
+                              "default stabilityai/stable-diffusion-2-1-base)")
     return parser
 
 
@@ -74,7 +96,33 @@ def tiny_model(args: argparse.Namespace) -> int:
     if args.kind == "ddpm":
         from jpegrestore.sampling.priors import write_tiny_ddpm
 
-        print(f"tiny random DDPM prior written to {write_tiny_ddpm(args.out)}")
+        print(f"tiny random DDPM prior written to {write_tiny_ddpm(args.output, seed=args.seed)}")
+        return 0
+    from jpegrestore.nn.codiff.pretrained import write_tiny_stable_diffusion
+
+    out = write_tiny_stable_diffusion(args.output, seed=args.seed)
+    print(f"wrote a tiny random Stable Diffusion to {out}")
+    print("CPU smoke test of CaVE + CODiff on it (tiny CaVE, DISTS off so that no weights are needed):")
+    print("  python train.py experiment=codiff_stage1 model/network=cave_tiny trainer=cpu data.crop_size=72 "
+          "model.train_crop=64 data.batch_size=4 data.samples_per_epoch=8 data.val_crop_size=64 trainer.max_steps=2 "
+          "trainer.val_check_interval=2 hydra.run.dir=/tmp/tiny-cave")
+    print(f"  python train.py experiment=codiff_stage2_tiny model.pretrained={out} "
+          "model.cave_checkpoint=/tmp/tiny-cave/checkpoints/last.ckpt model.dists_weight=0 "
+          "hydra.run.dir=/tmp/tiny-codiff")
+    print("  python evaluate.py ckpt=/tmp/tiny-codiff/checkpoints/last.ckpt qf=[10] max_images=1 metrics=[psnr,ssim]")
+    return 0
+
+
+def convert(args: argparse.Namespace) -> int:
+    """The ``convert`` command; returns the exit status."""
+    from jpegrestore.nn.codiff.convert import DEFAULT_PRETRAINED, convert_authors_files
+
+    try:
+        out = convert_authors_files(args.codiff, args.cave, args.output, args.pretrained or DEFAULT_PRETRAINED)
+    except (OSError, ValueError) as error:
+        _error(f"error: {error}")
+        return 1
+    print(f"wrote {out}; evaluate it with: python evaluate.py ckpt={out}")
     return 0
 
 
@@ -117,8 +165,9 @@ def _build_method(args: argparse.Namespace):
 
         if args.ckpt is not None:
             raise ValueError("--method ddrm_jpeg restores with a diffusion prior: pass --prior PATH, not --ckpt")
-        method = DDRMJPEGMethod(prior=args.prior, seed=args.seed, device=args.device, tile=args.tile or None,
-                                tile_overlap=args.tile_overlap)
+        seed = {} if args.seed is None else {"seed": args.seed}
+        method = DDRMJPEGMethod(prior=args.prior, device=args.device, tile=args.tile or None,
+                                tile_overlap=args.tile_overlap, **seed)
     elif args.prior is not None:
         raise ValueError("--prior is used by --method ddrm_jpeg; add --method ddrm_jpeg")
     elif args.ckpt is None:
@@ -126,7 +175,9 @@ def _build_method(args: argparse.Namespace):
         return JPEGDecode()
     else:
         method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None,
-                                   tile_overlap=args.tile_overlap, outside_range=args.outside_range)
+                                   tile_overlap=args.tile_overlap, outside_range=args.outside_range,
+                                   pretrained=args.pretrained, latent=args.latent, seed=args.seed,
+                                   color_fix=args.color_fix)
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.samples > 1 and not callable(getattr(method, "sample", None)):
@@ -201,7 +252,8 @@ def restore(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                restore_file(method, source, target, args.project, device, args.samples, args.std_map, args.seed)
+                restore_file(method, source, target, args.project, device, args.samples, args.std_map,
+                             0 if args.seed is None else args.seed)
             except (OSError, ValueError, RuntimeError) as error:
                 failed += 1
                 text = str(error)
@@ -224,4 +276,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "tiny-model":
         return tiny_model(args)
+    if args.command == "convert":
+        return convert(args)
     return restore(args)

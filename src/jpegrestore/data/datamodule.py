@@ -62,7 +62,9 @@ class RestorationDataModule(pl.LightningDataModule):
             photos, split by stage), "sample:<split>", a folder path, or None (stage not available).
         crop_size: training crop side (multiple of 8); smaller images are skipped.
         val_crop_size, test_crop_size: centre crop side for val/test; None = full images (batch size 1).
-        misalign_prob: probability that a training crop's offset is not a multiple of 8 (CODiff: 0.5).
+        misalign_prob: probability that a training crop's offset is not a multiple of 8. The crop is compressed
+            afresh with its grid at the crop's origin, so this matters only for sources that are JPEGs
+            themselves; CODiff's shifted grid is ``data.shift.shifted_crop`` (after compression).
         flips, rotations: random flips and 90-degree rotations of training crops.
         quality: training quality sampler (see ``quality.py``), an int, a list, or None (uniform 10..100).
         val_qualities, test_qualities: qualities evaluated for every image (test defaults to val's).

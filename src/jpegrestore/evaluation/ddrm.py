@@ -35,14 +35,14 @@ class DDRMJPEGMethod:
             prior has a fixed image size).
         project: project every draw onto the JPEG's quantization bins (``jpeg.project``) before averaging; off in
             the paper (its draws are consistent with the float operator only through the eta_b mix).
-        name: label in tables.
+        name: label in tables (None: "ddrm_jpeg").
         ckpt: accepted in place of ``prior`` (a checkpoint that names this method as its evaluation method).
     """
 
     def __init__(
         self, prior: Any = None, samples: int = 1, steps: int = 20, t_start: int = 300, eta: float = 1.0,
         eta_b: float = 0.4, seed: int = 0, device: str | torch.device = "auto", tile: Optional[int] = None,
-        tile_overlap: int = 32, project: bool = False, name: str = "ddrm_jpeg", ckpt: Optional[str | Path] = None,
+        tile_overlap: int = 32, project: bool = False, name: Optional[str] = None, ckpt: Optional[str | Path] = None,
     ) -> None:
         from jpegrestore.sampling import DDRMJPEG
 
@@ -66,7 +66,7 @@ class DDRMJPEGMethod:
         self.prior = prior
         self.sampler = DDRMJPEG.from_prior(prior, steps=steps, t_start=t_start, eta=eta, eta_b=eta_b,
                                            tile=tile or None, tile_overlap=tile_overlap)
-        self.name = name
+        self.name = name or "ddrm_jpeg"
         self.samples = samples
         self.seed = int(seed)
         self.project = bool(project)

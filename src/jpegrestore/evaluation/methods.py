@@ -17,7 +17,7 @@ Optional parts of the protocol, read by the evaluation and ``jpegrestore restore
   independent draws; ``jpegrestore restore --samples N`` writes each one.
 
 A checkpoint whose task names an ``evaluation_method`` (``"module.Class"``) in its metadata is evaluated by
-that class, built as ``Class(ckpt=..., device=..., tile=..., tile_overlap=..., **options)``; other checkpoints
+that class, built as ``Class(ckpt=..., name=..., device=..., tile=..., tile_overlap=..., **options)``; others
 by :class:`CheckpointMethod`.
 """
 
@@ -172,12 +172,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def checkpoint_method(
-    ckpt: str | Path, device: str | torch.device = "auto", tile: int | None = 512, tile_overlap: int = 32,
-    outside_range: str = "warn", **options: object,
+    ckpt: str | Path | None = None, name: str | None = None, device: str | torch.device = "auto",
+    tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn", **options: object,
 ) -> RestorationMethod:
-    """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``), else
-    :class:`CheckpointMethod`. ``options`` (e.g. ``samples=8, seed=0``) go to that class; a plain network
-    checkpoint accepts none (ValueError naming them).
+    """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``, e.g. CODiff's,
+    which rebuilds its Stable Diffusion base), else :class:`CheckpointMethod`. ``options`` (e.g. ``samples=8,
+    seed=0``, ``pretrained=DIR``; None values dropped) go to that class; a plain network checkpoint accepts none
+    (ValueError naming them).
 
     When the checkpoint recorded the qualities and layouts it was trained on, JPEGs outside them are handled by
     ``outside_range`` ("warn" | "skip" | "run", see :mod:`jpegrestore.evaluation.domain`).
@@ -186,6 +187,9 @@ def checkpoint_method(
     from jpegrestore.tasks.checkpoint import checkpoint_metadata, read_checkpoint
     from jpegrestore.utils.instantiate import instantiate_object
 
+    if not ckpt:
+        raise ValueError("method=checkpoint needs a checkpoint: pass ckpt=PATH")
+    options = {k: v for k, v in options.items() if v is not None}
     meta = checkpoint_metadata(read_checkpoint(ckpt), str(ckpt))
     target = meta.get("evaluation_method")
     if not target:
@@ -194,22 +198,22 @@ def checkpoint_method(
                 f"{ckpt} holds a deterministic network ({meta.get('recipe', 'unknown')}); it takes no method "
                 f"options {sorted(options)}"
             )
-        method = CheckpointMethod(ckpt, device=device, tile=tile, tile_overlap=tile_overlap)
+        method = CheckpointMethod(ckpt, name=name, device=device, tile=tile, tile_overlap=tile_overlap)
     else:
         method = instantiate_object(
-            {"_target_": target, "ckpt": str(ckpt), "device": device, "tile": tile, "tile_overlap": tile_overlap,
-             **options}
+            {"_target_": target, "ckpt": str(ckpt), "name": name, "device": device, "tile": tile,
+             "tile_overlap": tile_overlap, **options}
         )
     return guard(method, meta.get("trained_on"), outside_range)
 
 
 def build_method(
     config: object | None, ckpt: str | Path | None = None, device: str | torch.device = "auto",
-    tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn",
+    tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn", pretrained: str | None = None,
 ) -> RestorationMethod:
     """A method from its config (``{_target_: ..., **kwargs}``); ``None``, ``{}`` or ``{name: auto}`` picks
-    the checkpoint's method (:func:`checkpoint_method`, with the config's non-null keys other than ``name`` as
-    options) when ``ckpt`` is given and plain JPEG decoding otherwise.
+    the checkpoint's method (:func:`checkpoint_method`, with the config's non-null keys other than ``name`` and
+    ``pretrained`` (a CODiff base) as options) when ``ckpt`` is given and plain JPEG decoding otherwise.
 
     ValueError when the built object lacks the ``restore(coeffs, jpeg_image)`` call or a ``name``.
     """
@@ -224,7 +228,7 @@ def build_method(
         options = {k: v for k, v in spec.items() if k != "name" and v is not None}
         if ckpt:
             return checkpoint_method(ckpt, device=device, tile=tile, tile_overlap=tile_overlap,
-                                     outside_range=outside_range, **options)
+                                     outside_range=outside_range, pretrained=pretrained, **options)
         if options:
             raise ValueError(f"method options {sorted(options)} need a checkpoint (ckpt=PATH)")
         return JPEGDecode()

@@ -10,6 +10,7 @@ and the network weights under ``checkpoint["state_dict"]`` with that prefix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +59,24 @@ def build_network(spec: dict[str, Any]) -> nn.Module:
 
 
 def load_network(
-    ckpt_path: str | Path, map_location: str | torch.device = "cpu", strict: bool = True
+    ckpt_path: str | Path, map_location: str | torch.device = "cpu", strict: bool = True,
+    network_overrides: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Rebuild the restoration network stored in ``ckpt_path`` and load its weights. -> module in eval mode.
 
     Works for any checkpoint written by a jpegrestore task (``last.ckpt``, best, interpolated exports).
+    ``network_overrides`` replace constructor arguments of the stored spec (e.g. ``{"pretrained": DIR}`` to
+    point a CODiff checkpoint at another copy of its base model). A network with ``load_trained_state_dict``
+    (CODiff: the checkpoint holds only its trained tensors, the frozen base is loaded by its constructor)
+    gets its weights through that method.
     """
     checkpoint = read_checkpoint(ckpt_path, map_location)
     meta = checkpoint_metadata(checkpoint, str(ckpt_path))
-    network = build_network(meta["network"])
+    network = build_network({**meta["network"], **dict(network_overrides or {})})
     state = network_state_dict(checkpoint, meta.get("state_dict_prefix", "net."))
+    if hasattr(network, "load_trained_state_dict"):
+        network.load_trained_state_dict(state, source=str(ckpt_path))
+        return network.to(map_location).eval()
     try:
         network.load_state_dict(state, strict=strict)
     except RuntimeError as error:
