@@ -29,7 +29,8 @@ class DDRMJPEGMethod:
             a guided-diffusion ``.pt``, a ``ddpm_prior`` checkpoint), or an already loaded prior object.
         samples: draws per JPEG; the method returns their mean (paper: 1, and 8 for the averaged variant).
         steps, t_start, eta, eta_b: the sampler's (paper: 20, 300, 1.0, 0.4).
-        seed: seed of every call's draws (each call starts from it, so results do not depend on image order).
+        seed: seed of every call's draws (each call starts from it, so results do not depend on image order;
+            None: 0).
         device: "cpu", "cuda", "cuda:N" or "auto".
         tile, tile_overlap: images larger than ``tile`` pixels are restored in tiles (None/0: never, unless the
             prior has a fixed image size).
@@ -41,7 +42,7 @@ class DDRMJPEGMethod:
 
     def __init__(
         self, prior: Any = None, samples: int = 1, steps: int = 20, t_start: int = 300, eta: float = 1.0,
-        eta_b: float = 0.4, seed: int = 0, device: str | torch.device = "auto", tile: Optional[int] = None,
+        eta_b: float = 0.4, seed: Optional[int] = 0, device: str | torch.device = "auto", tile: Optional[int] = None,
         tile_overlap: int = 32, project: bool = False, name: Optional[str] = None, ckpt: Optional[str | Path] = None,
     ) -> None:
         from jpegrestore.sampling import DDRMJPEG
@@ -68,7 +69,7 @@ class DDRMJPEGMethod:
                                            tile=tile or None, tile_overlap=tile_overlap)
         self.name = name or "ddrm_jpeg"
         self.samples = samples
-        self.seed = int(seed)
+        self.seed = 0 if seed is None else int(seed)
         self.project = bool(project)
         self.extras: dict[str, Tensor] = {}
         self.last_samples: Optional[Tensor] = None
