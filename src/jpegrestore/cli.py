@@ -3,7 +3,9 @@
     jpegrestore restore photo.jpg more/*.jpg -o restored/ --ckpt last.ckpt [--tile 512] [--project] [--device cuda]
     jpegrestore restore photo.jpg -o photo.png --ckpt last.ckpt
     jpegrestore restore photo.jpg -o out/ --ckpt <stochastic ckpt> --samples 4 --std-map --seed 0
+    jpegrestore restore photo.jpg -o out/ --method ddrm_jpeg --prior <diffusion prior> [--samples 8 --std-map]
     jpegrestore weights            # which pretrained weight files are found, and where they were looked for
+    jpegrestore tiny-model ddpm OUT  # a tiny random DDPM prior (diffusers folder) for trying DDRM-JPEG offline
     jpegrestore tiny-model sd OUT  # a tiny random Stable Diffusion in the diffusers layout, for smoke tests
     jpegrestore convert codiff --codiff codiff.pkl --cave cave.pth -o codiff.ckpt   # the authors' CODiff weights
 
@@ -30,6 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PROG = "jpegrestore"
+#: Tiny random models ``jpegrestore tiny-model KIND OUT`` can write.
+TINY_MODEL_KINDS = ("ddpm", "sd")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="output directory (created), or a .png file for a single input")
     restore.add_argument("--ckpt", type=Path, default=None,
                          help="checkpoint of any jpegrestore recipe; without it files are only decoded")
+    restore.add_argument("--method", choices=["ddrm_jpeg"], default=None,
+                         help="a training-free method instead of --ckpt: ddrm_jpeg (DDRM-JPEG, needs --prior)")
+    restore.add_argument("--prior", default=None, metavar="PRIOR",
+                         help="--method ddrm_jpeg: diffusion prior (diffusers folder, guided-diffusion .pt, "
+                              "ddpm_prior checkpoint or cached Hugging Face id)")
     restore.add_argument("--tile", type=int, default=512,
                          help="restore images larger than this in tiles of this many pixels (multiple of 16; 0: never)")
     restore.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in pixels")
@@ -65,8 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="skip the AdaIN colour fix against the JPEG (on by default, as the authors)")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     commands.add_parser("weights", help="list pretrained weight files and whether they are found")
-    tiny = commands.add_parser("tiny-model", help="write a tiny random base model for smoke tests")
-    tiny.add_argument("kind", choices=["sd"], help="sd: Stable Diffusion (vae/unet/scheduler, diffusers layout)")
+    tiny = commands.add_parser("tiny-model", help="write a tiny random model through the real saving code")
+    tiny.add_argument("kind", choices=TINY_MODEL_KINDS,
+                      help="ddpm: an unconditional DDPM prior (diffusers pipeline folder) for --method ddrm_jpeg; "
+                           "sd: Stable Diffusion (vae/unet/scheduler, diffusers layout)")
     tiny.add_argument("output", type=Path, metavar="OUT", help="folder to write (created)")
     tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     convert = commands.add_parser("convert", help="turn published weights into a jpegrestore checkpoint")
@@ -81,7 +92,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def tiny_model(args: argparse.Namespace) -> int:
-    """The ``tiny-model`` command: write the model and print how to smoke-test with it."""
+    """``jpegrestore tiny-model KIND OUT``: write a tiny random model of the real classes to OUT."""
+    if args.kind == "ddpm":
+        from jpegrestore.sampling.priors import write_tiny_ddpm
+
+        print(f"tiny random DDPM prior written to {write_tiny_ddpm(args.output, seed=args.seed)}")
+        return 0
     from jpegrestore.nn.codiff.pretrained import write_tiny_stable_diffusion
 
     out = write_tiny_stable_diffusion(args.output, seed=args.seed)
@@ -144,12 +160,24 @@ def _build_method(args: argparse.Namespace):
         from jpegrestore.evaluation.tiling import check_tiling
 
         check_tiling(args.tile, args.tile_overlap)
-    if args.ckpt is None:
+    if args.method == "ddrm_jpeg":
+        from jpegrestore.evaluation.ddrm import DDRMJPEGMethod
+
+        if args.ckpt is not None:
+            raise ValueError("--method ddrm_jpeg restores with a diffusion prior: pass --prior PATH, not --ckpt")
+        seed = {} if args.seed is None else {"seed": args.seed}
+        method = DDRMJPEGMethod(prior=args.prior, device=args.device, tile=args.tile or None,
+                                tile_overlap=args.tile_overlap, **seed)
+    elif args.prior is not None:
+        raise ValueError("--prior is used by --method ddrm_jpeg; add --method ddrm_jpeg")
+    elif args.ckpt is None:
         _error("warning: no --ckpt given; files are only decoded")
         return JPEGDecode()
-    method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None, tile_overlap=args.tile_overlap,
-                               outside_range=args.outside_range, pretrained=args.pretrained, latent=args.latent,
-                               seed=args.seed, color_fix=args.color_fix)
+    else:
+        method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None,
+                                   tile_overlap=args.tile_overlap, outside_range=args.outside_range,
+                                   pretrained=args.pretrained, latent=args.latent, seed=args.seed,
+                                   color_fix=args.color_fix)
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.samples > 1 and not callable(getattr(method, "sample", None)):

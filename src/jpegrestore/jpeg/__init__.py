@@ -9,6 +9,7 @@
 from .codec import compress, decode, encode
 from .coefficients import Coefficients
 from .colour import rgb_to_ycbcr, ycbcr_to_rgb
+from .float_codec import float_decode, float_encode, mcu_canvas
 from .dct import block_dct, block_idct, blocks_to_image, image_to_blocks
 from .io import read, write
 from .projection import is_consistent, project
@@ -20,4 +21,5 @@ __all__ = [
     "Coefficients", "quant_tables", "estimate_quality", "QualityEstimate", "encode", "decode", "compress", "project", "is_consistent", "read", "write",
     "block_dct", "block_idct", "blocks_to_image", "image_to_blocks",
     "rgb_to_ycbcr", "ycbcr_to_rgb", "ROUNDING_MODES", "SUBSAMPLING_FACTORS",
+    "float_encode", "float_decode", "mcu_canvas",
 ]

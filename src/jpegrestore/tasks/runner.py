@@ -35,8 +35,11 @@ def quality_table(metrics: dict[str, Any]) -> list[tuple[int, float, float]]:
 def format_results(metrics: dict[str, Any], step: int) -> str:
     """Human-readable table of :func:`quality_table` (PSNR in dB over the validation images)."""
     rows = quality_table(metrics)
-    if not rows:
-        return "no validation metrics were logged"
+    if not rows:  # recipes without per-quality PSNR (e.g. a diffusion prior's validation loss)
+        other = {k: float(v) for k, v in sorted(metrics.items()) if k.startswith("val/")}
+        if not other:
+            return "no validation metrics were logged"
+        return f"Validation after {step} steps: " + ", ".join(f"{k}={v:.5g}" for k, v in other.items())
     lines = [f"Held-out (val) PSNR after {step} steps, dB:", "   QF    JPEG   model    gain"]
     lines += [f"  {q:3d}  {j:6.2f}  {m:6.2f}  {m - j:+6.2f}" for q, j, m in rows]
     return "\n".join(lines)
