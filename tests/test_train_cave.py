@@ -108,7 +108,7 @@ def test_training_uses_grid_shifted_crops(dual) -> None:
     _, datamodule, model, _, _ = dual
     batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     assert batch["input"].shape[-1] == 40
-    cropped = model._training_crops(batch)
+    cropped = model.training_crops(batch)
     assert cropped["input"].shape[-2:] == (32, 32) and cropped["target"].shape[-2:] == (32, 32)
 
 

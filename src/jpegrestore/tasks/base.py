@@ -16,11 +16,13 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from jpegrestore.data.shift import shifted_crop
 from jpegrestore.metrics.protocol import quantize_8bit
 from jpegrestore.tasks.checkpoint import FORMAT_VERSION, METADATA_KEY
 from jpegrestore.tasks.validation import QualityBinnedMean
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 from jpegrestore.utils.logging import get_logger
+from jpegrestore.utils.seeding import keyed_generator
 
 log = get_logger(__name__)
 
@@ -99,6 +101,12 @@ class RestorationTask(pl.LightningModule):
         return restored, batch["input"], batch["target"]
 
     # ------------------------------------------------------------------ optimizers
+
+    def step_generator(self, batch_idx: int, *keys: int, device: torch.device | str | None = None) -> torch.Generator:
+        """The generator for random draws inside a training step, seeded by (global step, batch index, rank,
+        ``keys``): a resumed run draws what the uninterrupted one drew. ``device`` defaults to the module's."""
+        return keyed_generator(self.global_step, batch_idx, self.global_rank, *keys,
+                               device=self.device if device is None else device)
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         """Parameters the main optimizer updates (default: every trainable parameter of ``self.net``)."""
@@ -222,6 +230,21 @@ class RestorationTask(pl.LightningModule):
             for key, value in self.state_dict().items():
                 if key.startswith(self.unsaved_prefixes):
                     state.setdefault(key, value)
+
+
+class GridShiftedCrops:
+    """For a :class:`RestorationTask` with ``train_crop`` and ``shift_prob`` (CODiff stages 1 and 2): training
+    crops cut from the compressed crops at a random offset, so the JPEG grid starts at a random phase
+    (``data.shift.shifted_crop``). Offsets come from :meth:`RestorationTask.step_generator`."""
+
+    train_crop: int | None
+    shift_prob: float
+
+    def training_crops(self, batch: Mapping[str, Any], batch_idx: int = 0) -> Mapping[str, Any]:
+        """``batch`` with ``input`` / ``target`` cut to ``train_crop`` (unchanged when ``train_crop`` is None)."""
+        if self.train_crop is None:
+            return batch
+        return shifted_crop(batch, self.train_crop, self.shift_prob, self.step_generator(batch_idx, device="cpu"))
 
 
 class AdversarialTask(RestorationTask):

@@ -19,16 +19,15 @@ from typing import Any
 
 import torch
 
-from jpegrestore.data.shift import shifted_crop
 from jpegrestore.losses.cave import CaVELoss
 from jpegrestore.nn.cave import DECODER_MODULES, QF_HEAD_MODULES, quality_from_prediction, quality_target
-from jpegrestore.tasks.base import RestorationTask
+from jpegrestore.tasks.base import GridShiftedCrops, RestorationTask
 from jpegrestore.tasks.validation import QualityBinnedMean
 
 QF_METRICS = ("qf_mae", "qf_mse")
 
 
-class CaVETask(RestorationTask):
+class CaVETask(GridShiftedCrops, RestorationTask):
     """Stage 1 of CODiff: CaVE with the QF head and the training decoder.
 
     Args:
@@ -74,16 +73,8 @@ class CaVETask(RestorationTask):
 
     # ------------------------------------------------------------------ training
 
-    def _training_crops(self, batch: Mapping[str, Any], batch_idx: int = 0) -> Mapping[str, Any]:
-        if self.train_crop is None:
-            return batch
-        # Offsets depend only on (step, batch index, rank): identical on resume, different across DDP ranks and
-        # across the micro-batches of an accumulated step.
-        seed = (int(self.global_step) * 1_000_003 + int(batch_idx)) * 1009 + int(self.global_rank)
-        return shifted_crop(batch, self.train_crop, self.shift_prob, torch.Generator().manual_seed(seed))
-
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        batch = self._training_crops(batch, batch_idx)
+        batch = self.training_crops(batch, batch_idx)
         images = batch["input"]
         feature_map, skips = self.net.encode(images)
         quality = self.net.predict_quality(feature_map) if self.loss.uses_quality else None

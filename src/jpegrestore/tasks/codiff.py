@@ -21,9 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from jpegrestore.data.shift import shifted_crop
 from jpegrestore.losses import mse_loss, nonsaturating_discriminator_loss, nonsaturating_generator_loss
-from jpegrestore.tasks.base import AdversarialTask
+from jpegrestore.tasks.base import AdversarialTask, GridShiftedCrops
 from jpegrestore.tasks.checkpoint import METADATA_KEY
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 from jpegrestore.utils.logging import get_logger
@@ -31,7 +30,7 @@ from jpegrestore.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-class CODiffTask(AdversarialTask):
+class CODiffTask(GridShiftedCrops, AdversarialTask):
     """Stage 2 of CODiff: ``self.net`` is a :class:`jpegrestore.nn.codiff.CODiff`, ``self.discriminator`` a
     :class:`jpegrestore.nn.codiff.discriminator.LatentDiscriminator`.
 
@@ -124,11 +123,13 @@ class CODiffTask(AdversarialTask):
 
     # ------------------------------------------------------------------ losses
 
-    def generator_loss(self, restored: torch.Tensor, target: torch.Tensor, latent: torch.Tensor) -> dict:
+    def generator_loss(self, restored: torch.Tensor, target: torch.Tensor, latent: torch.Tensor,
+                       generator: torch.Generator | None = None) -> dict:
         """Terms of Eq. 7 (``total`` included) for restored / original [B, 3, H, W] in [0, 1] and the
-        generated latent. Gradients reach the generator through the discriminator's logits."""
+        generated latent. Gradients reach the generator through the discriminator's logits. ``generator``
+        draws the discriminator's timesteps and noise when it has no fixed timestep."""
         terms = {"l2": mse_loss(restored.float(), target.float()),
-                 "gan": nonsaturating_generator_loss(self.discriminator(latent).float())}
+                 "gan": nonsaturating_generator_loss(self.discriminator(latent, generator).float())}
         total = self.l2_weight * terms["l2"] + self.gan_weight * terms["gan"]
         if self.dists_loss is not None:
             terms["dists"] = self.dists_loss(restored.float(), target.float()).mean()
@@ -136,13 +137,14 @@ class CODiffTask(AdversarialTask):
         terms["total"] = total
         return terms
 
-    def discriminator_loss(self, target: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def discriminator_loss(self, target: torch.Tensor, latent: torch.Tensor,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
         """``discriminator_loss_weight * L_D`` with real = base-VAE latent of ``target`` [0, 1], fake = ``latent``
         (detached: this loss trains only the discriminator)."""
         with torch.no_grad():
             real = self.net.encode_latent(target, lora=False)
-        loss = nonsaturating_discriminator_loss(self.discriminator(real).float(),
-                                                self.discriminator(latent.detach()).float())
+        loss = nonsaturating_discriminator_loss(self.discriminator(real, generator).float(),
+                                                self.discriminator(latent.detach(), generator).float())
         return self.discriminator_loss_weight * loss
 
     def _step(self, optimizer: Any, loss: torch.Tensor, update: bool) -> None:
@@ -154,27 +156,19 @@ class CODiffTask(AdversarialTask):
         optimizer.step()
         optimizer.zero_grad()
 
-    def _training_crops(self, batch: Mapping[str, Any], batch_idx: int) -> Mapping[str, Any]:
-        if self.train_crop is None:
-            return batch
-        # Offsets depend only on (step, batch index, rank): identical on resume, different across DDP ranks and
-        # across the micro-batches of an accumulated step (as stage 1).
-        seed = (int(self.global_step) * 1_000_003 + int(batch_idx)) * 1009 + int(self.global_rank)
-        return shifted_crop(batch, self.train_crop, self.shift_prob, torch.Generator().manual_seed(seed))
-
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        batch = self._training_crops(batch, batch_idx)
+        batch = self.training_crops(batch, batch_idx)
         g_opt, d_opt = self.optimizers()
         update = (batch_idx + 1) % self.accumulate_grad_batches == 0
         restored, latent = self.net.forward_with_latent(batch["input"])
 
         self.toggle_optimizer(g_opt)  # the discriminator is frozen here, gradients pass through it
-        g_terms = self.generator_loss(restored, batch["target"], latent)
+        g_terms = self.generator_loss(restored, batch["target"], latent, self.step_generator(batch_idx, 0))
         self._step(g_opt, g_terms["total"], update)
         self.untoggle_optimizer(g_opt)
 
         self.toggle_optimizer(d_opt)
-        d_loss = self.discriminator_loss(batch["target"], latent)
+        d_loss = self.discriminator_loss(batch["target"], latent, self.step_generator(batch_idx, 1))
         self._step(d_opt, d_loss, update)
         self.untoggle_optimizer(d_opt)
 

@@ -9,8 +9,9 @@ them to ``checkpoint["state_dict"]`` (the raw weights go to ``current_model_stat
 into the model when training ends. :func:`jpegrestore.sampling.load_prior` loads the checkpoint (EMA weights,
 schedule from the metadata); ``save_diffusers`` also writes a diffusers pipeline folder at the end.
 
-Timesteps, noise and flips are drawn from a generator seeded by (``noise_seed``, step, rank), so a resumed run
-continues exactly like an uninterrupted one and DDP ranks draw different noise for their different crops.
+Timesteps, noise and flips come from ``step_generator`` (seeded by step, batch index, rank and ``noise_seed``), so a
+resumed run continues exactly like an uninterrupted one, and DDP ranks and accumulated micro-batches draw
+different noise for their different crops. Validation noise is fixed per (``noise_seed``, batch, rank).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from jpegrestore.sampling.priors import DDPM_PRIOR_RECIPE, LINEAR_SCHEDULE
 from jpegrestore.tasks.base import RestorationTask
 from jpegrestore.tasks.checkpoint import METADATA_KEY
 from jpegrestore.utils.logging import get_logger
+from jpegrestore.utils.seeding import keyed_generator
 
 log = get_logger(__name__)
 
@@ -83,10 +85,6 @@ class DDPMPrior(RestorationTask):
 
     # ------------------------------------------------------------------ loss
 
-    def _generator(self, *keys: int) -> torch.Generator:
-        seed = hash((self.noise_seed, *keys)) % (2**63)
-        return torch.Generator(device=self.device).manual_seed(seed)
-
     def diffusion_loss(self, images: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Per-image mean squared epsilon error. images [B, C, H, W] in [0, 1], timesteps Long[B] -> [B]."""
         x0 = images.float() * 2 - 1
@@ -96,7 +94,7 @@ class DDPMPrior(RestorationTask):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         images = batch["target"]
-        generator = self._generator(self.global_step, self.global_rank)
+        generator = self.step_generator(batch_idx, self.noise_seed)
         b = images.shape[0]
         if self.hflip:
             flip = torch.rand(b, generator=generator, device=self.device) < 0.5
@@ -120,7 +118,7 @@ class DDPMPrior(RestorationTask):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         images = batch["target"]
-        generator = self._generator(-1, batch_idx, self.global_rank)
+        generator = keyed_generator(self.noise_seed, -1, batch_idx, self.global_rank, device=self.device)
         noise = torch.randn(images.shape, generator=generator, device=self.device)
         losses = []
         for t in self.val_timesteps:

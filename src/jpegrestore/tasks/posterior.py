@@ -218,7 +218,7 @@ class PosteriorGAN(AdversarialTask):
         g_opt, d_opt = self.optimizers()
         lambda_c = self.lambda_c()
 
-        samples = self.draw(batch, self.draws)
+        samples = self.draw(batch, self.draws, self.step_generator(batch_idx))
         self.toggle_optimizer(d_opt)
         d_terms = self.discriminator_loss(batch, samples)
         d_opt.zero_grad()

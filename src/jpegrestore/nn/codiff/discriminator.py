@@ -85,14 +85,17 @@ class LatentDiscriminator(nn.Module):
         #: names of the trained parameters (LoRA, conditioning, head), fixed at construction.
         self.trained_parameter_names = tuple(n for n, p in self.named_parameters() if p.requires_grad)
 
-    def features(self, latents: Tensor) -> Tensor:
-        """UNet features after the mid block: [B, 4, h, w] -> [B, C, h / 2^k, w / 2^k] (at ``timestep``)."""
+    def features(self, latents: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """UNet features after the mid block: [B, 4, h, w] -> [B, C, h / 2^k, w / 2^k] (at ``timestep``).
+        ``generator`` (on the latents' device) draws t and the noise when ``timestep`` is None."""
         unet = self.unet
         batch = latents.shape[0]
         if self.timestep is None:
-            timesteps = torch.randint(0, len(self.alphas_cumprod), (batch,), device=latents.device)
+            timesteps = torch.randint(0, len(self.alphas_cumprod), (batch,), device=latents.device,
+                                      generator=generator)
             alpha_bar = self.alphas_cumprod[timesteps].view(batch, 1, 1, 1).to(latents.dtype)
-            latents = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * torch.randn_like(latents)
+            noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype, generator=generator)
+            latents = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
         else:
             timesteps = torch.full((batch,), self.timestep, dtype=torch.long, device=latents.device)
         emb = unet.time_embedding(unet.get_time_embed(sample=latents, timestep=timesteps))
@@ -105,8 +108,9 @@ class LatentDiscriminator(nn.Module):
                 sample, _ = block(hidden_states=sample, temb=emb)
         return unet.mid_block(sample, emb, encoder_hidden_states=context)
 
-    def forward(self, latents: Tensor) -> Tensor:
-        """Scaled latents [B, 4, h, w] -> patch logits [B, 1, h', w'] (real > 0)."""
+    def forward(self, latents: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Scaled latents [B, 4, h, w] -> patch logits [B, 1, h', w'] (real > 0); ``generator`` as in
+        :meth:`features`."""
         h, w = latents.shape[-2:]
         factor = 2 ** self.downsamplings
         if min(h, w) // factor < 3:
@@ -114,4 +118,4 @@ class LatentDiscriminator(nn.Module):
                 f"latent {h}x{w} is too small for the discriminator: it needs at least {3 * factor} latent pixels "
                 f"({24 * factor} image pixels) per side"
             )
-        return self.head(self.features(latents))
+        return self.head(self.features(latents, generator))
