@@ -1,7 +1,6 @@
-"""Exact mid-epoch resume for every recipe (QGAC stage 1, under ddp_sim too, is in test_train_resume_midepoch.py and
-stage 3 in test_train.py): a run
-stopped inside an epoch and resumed from its last.ckpt ends on the very weights (generator, discriminator, EMA)
-of an uninterrupted run. Each epoch is 4 batches of 2 crops; validation, and with it last.ckpt, comes after
+"""Exact mid-epoch resume for every recipe (QGAC stage 1, also under ddp_sim, is in test_train_resume_midepoch.py
+and stage 3 in test_train.py): a run stopped inside an epoch and resumed from its last.ckpt ends on the very
+weights (generator, discriminator, EMA) of an uninterrupted run. Each epoch is 4 batches of 2 crops; validation, and with it last.ckpt, comes after
 batch 3 of each epoch. The first run has the same config as the full one (schedules such as a cosine over
 ``trainer.max_steps`` must not change) and is stopped after that checkpoint, one batch before its epoch ends."""
 
