@@ -266,3 +266,9 @@ class AdversarialTask(RestorationTask):
             self.discriminator_parameters(),
         )
         return [generator, discriminator]
+
+    def step_schedulers(self) -> None:
+        """Step both learning-rate schedulers once (manual optimization does not step them)."""
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()

@@ -233,9 +233,7 @@ class PosteriorGAN(AdversarialTask):
         g_opt.step()
         self.untoggle_optimizer(g_opt)
 
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            scheduler.step()
+        self.step_schedulers()
         self.log_dict({f"train/g_{k}": v.detach() for k, v in g_terms.items()})
         self.log_dict({f"train/d_{k}": v.detach() for k, v in d_terms.items()})
         self.log("train/lambda_c", lambda_c)

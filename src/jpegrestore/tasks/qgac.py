@@ -305,9 +305,7 @@ class QGACGAN(AdversarialTask, _QGACTask):
         d_opt.step()
         self.untoggle_optimizer(d_opt)
 
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            scheduler.step()
+        self.step_schedulers()
         self.log_dict({f"train/g_{k}": v.detach() for k, v in g_terms.items()}, prog_bar=False)
         self.log("train/d_loss", d_loss.detach(), prog_bar=True)
         self.log("train/g_loss", g_terms["total"].detach(), prog_bar=True)
