@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import TINY, compose_train, run_train
 from jpegrestore.nn.cave import CaVE
@@ -68,6 +69,20 @@ def test_dual_training_updates_both_heads_and_writes_a_cave_checkpoint(dual) -> 
         expected_tokens, expected_quality = model.net(x)
     assert tokens.shape == (2, 2 * 3, 16)
     assert torch.equal(tokens, expected_tokens) and torch.equal(quality, expected_quality)
+
+
+def test_evaluation_and_restore_refuse_a_cave_checkpoint(dual, tmp_path, capsys) -> None:
+    from jpegrestore.cli import main
+    from jpegrestore.evaluation.methods import checkpoint_method
+
+    last = dual[0] / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"last.ckpt is a cave checkpoint, not a JPEG restorer: .*codiff_stage2"):
+        checkpoint_method(last)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(photo, quality=50)
+    assert main(["restore", str(photo), "-o", str(tmp_path / "out"), "--ckpt", str(last)]) != 0
+    assert "not a JPEG restorer" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_validation_logs_qf_error_per_quality(dual) -> None:

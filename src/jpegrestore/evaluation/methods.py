@@ -191,6 +191,9 @@ def checkpoint_method(
         raise ValueError("method=checkpoint needs a checkpoint: pass ckpt=PATH")
     options = {k: v for k, v in options.items() if v is not None}
     meta = checkpoint_metadata(read_checkpoint(ckpt), str(ckpt))
+    if meta.get("not_a_restorer"):
+        raise ValueError(f"{ckpt} is a {meta.get('recipe', 'unknown')} checkpoint, not a JPEG restorer: "
+                         f"{meta['not_a_restorer']}")
     target = meta.get("evaluation_method")
     if not target:
         if options:

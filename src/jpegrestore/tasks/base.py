@@ -62,6 +62,8 @@ class RestorationTask(pl.LightningModule):
     #: "module.Class" of the evaluation method for this recipe's checkpoints (None: the network alone, through
     #: ``evaluation.methods.CheckpointMethod``); see ``evaluation.methods.checkpoint_method``.
     evaluation_method: str | None = None
+    #: for recipes whose checkpoints do not restore JPEGs: what they are for instead (the evaluation refuses them).
+    not_a_restorer: str | None = None
     #: network kwargs whose values live in the state dict (buffers), dropped from the checkpoint spec.
     state_carried_kwargs: tuple[str, ...] = ()
     #: prefixes of frozen helper modules (e.g. a VGG inside a loss) that checkpoints need not store.
@@ -206,6 +208,8 @@ class RestorationTask(pl.LightningModule):
         }
         if self.evaluation_method:
             checkpoint[METADATA_KEY]["evaluation_method"] = self.evaluation_method
+        if self.not_a_restorer:
+            checkpoint[METADATA_KEY]["not_a_restorer"] = self.not_a_restorer
         domain = self.training_domain()
         if domain is not None:
             checkpoint[METADATA_KEY]["trained_on"] = domain

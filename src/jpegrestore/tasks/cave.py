@@ -42,6 +42,10 @@ class CaVETask(GridShiftedCrops, RestorationTask):
     """
 
     recipe = "cave"
+    not_a_restorer = (
+        "CaVE (CODiff stage 1) embeds JPEGs and predicts their quality for CODiff stage 2; train stage 2 with "
+        "experiment=codiff_stage2 model.cave_checkpoint=<this file> and evaluate that checkpoint"
+    )
 
     def __init__(
         self,
