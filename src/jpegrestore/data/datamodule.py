@@ -244,8 +244,12 @@ class RestorationDataModule(pl.LightningDataModule):
             )
         if "train" not in self.datasets:
             raise ValueError("RestorationDataModule: no train_source configured")
-        sampler = EpochSampler(self.datasets["train"], num_replicas=world, rank=rank, epoch=epoch)
+        sampler = EpochSampler(self.datasets["train"], num_replicas=world, rank=rank, epoch=epoch,
+                               epoch_of=None if trainer is None else self._current_epoch)
         return self._loader(self.datasets["train"], self.batch_size, sampler)
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch
 
     def statistics_dataloader(self) -> DataLoader:
         """The whole first-epoch training stream in colour, on one process (no DDP sharding).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -235,14 +235,18 @@ class EpochSampler(DistributedSampler):
     Being a DistributedSampler, Lightning leaves it in place under DDP. The union over ranks is the
     single-process stream (padded to a multiple of W, the padding indices being further samples).
     Lightning calls ``set_epoch`` at each epoch start; ``epoch`` sets the first epoch (for resumed runs).
+    ``epoch_of`` (e.g. the trainer's ``current_epoch``), when given, is read at every ``iter`` instead: after
+    a resume from an epoch-end checkpoint Lightning passes ``set_epoch`` one more than the epoch it runs.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, epoch: int = 0) -> None:
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, epoch: int = 0,
+                 epoch_of: Callable[[], int] | None = None) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         self.epoch = int(epoch)
+        self.epoch_of = epoch_of
 
     def __iter__(self):
-        epoch = self.epoch
+        epoch = self.epoch if self.epoch_of is None else int(self.epoch_of())
         return iter([(epoch, i) for i in range(self.rank, self.total_size, self.num_replicas)])
 
     def __len__(self) -> int:
