@@ -1,9 +1,11 @@
 """trainer=ddp_sim for the posterior-sampling GAN (manual optimization, two optimizers, frozen MMSE estimator):
-both processes end with identical generator and critic weights. Marked slow (two processes each; run with -m slow)."""
+both processes end with identical generator and critic weights, and a run stopped mid-epoch resumes to the weights
+of an uninterrupted one on both ranks. Marked slow (two processes each; run with -m slow)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from conftest import run_train
 from posterior_helpers import POSTERIOR_TINY, TINY_CRITIC
@@ -35,3 +37,22 @@ def test_ddp_sim_posterior_gan_ranks_agree(tmp_path, mmse_checkpoint):
                  "model.lambda_p=0", "trainer.max_steps=4"]
     _train_py(overrides, tmp_path)
     _assert_identical_ranks(tmp_path, 4, ("net.", "discriminator."))
+
+
+@pytest.mark.slow
+def test_ddp_sim_posterior_gan_resumes_midepoch_bit_identically(tmp_path, mmse_checkpoint):
+    # 2 ranks x batch 2 over 12 crops: 3 batches (6 optimizer steps, G and D) per epoch; last.ckpt every 2 batches,
+    # so the first run stops after batch 2 of epoch 0. Both ranks draw their noise from (step, batch, rank).
+    base = [*_posterior_ddp("posterior_gan"), *TINY_CRITIC, f"model.mmse_checkpoint={mmse_checkpoint}",
+            "model.lambda_p=0", "data.samples_per_epoch=12", "trainer.val_check_interval=2"]
+    _train_py([*base, "trainer.max_steps=10"], tmp_path / "full")
+    _train_py([*base, "trainer.max_steps=4"], tmp_path / "first")
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    _train_py([*base, "trainer.max_steps=10", f"ckpt_path={last}"], tmp_path / "resumed")
+    for rank in (0, 1):
+        full = torch.load(tmp_path / "full" / "ranks" / f"rank{rank}.pt", weights_only=True)
+        resumed = torch.load(tmp_path / "resumed" / "ranks" / f"rank{rank}.pt", weights_only=True)
+        assert full["global_step"] == resumed["global_step"] == 10
+        for key, value in full["parameters"].items():
+            assert torch.equal(value, resumed["parameters"][key]), f"rank {rank}: {key}"
