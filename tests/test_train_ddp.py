@@ -34,6 +34,22 @@ def _assert_identical_ranks(out, expected_step: int, prefixes: tuple[str, ...]) 
         assert torch.equal(params[0][key], params[1][key]), f"{key} differs between ranks"
 
 
+def _assert_ddp_resume_is_exact(base: list[str], out, stop: int, end: int) -> None:
+    """Train ``base`` to ``end`` steps, then to ``stop`` and on from its last.ckpt to ``end``: both ranks of the
+    resumed run end with the uninterrupted run's weights."""
+    _train_py([*base, f"trainer.max_steps={end}"], out / "full")
+    _train_py([*base, f"trainer.max_steps={stop}"], out / "first")
+    last = out / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == stop
+    _train_py([*base, f"trainer.max_steps={end}", f"ckpt_path={last}"], out / "resumed")
+    for rank in (0, 1):
+        full = torch.load(out / "full" / "ranks" / f"rank{rank}.pt", weights_only=True)
+        resumed = torch.load(out / "resumed" / "ranks" / f"rank{rank}.pt", weights_only=True)
+        assert full["global_step"] == resumed["global_step"] == end
+        for key, value in full["parameters"].items():
+            assert torch.equal(value, resumed["parameters"][key]), f"rank {rank}: {key}"
+
+
 def _ddp_overrides(experiment: str) -> list[str]:
     # data.samples_per_epoch=8 with batch 2 on 2 ranks: 2 steps per epoch, each rank sees different crops.
     return [*[o for o in TINY if not o.startswith("trainer=")], f"experiment={experiment}", "trainer=ddp_sim",

@@ -5,11 +5,10 @@ of an uninterrupted one on both ranks. Marked slow (two processes each; run with
 from __future__ import annotations
 
 import pytest
-import torch
 
 from conftest import run_train
 from posterior_helpers import POSTERIOR_TINY, TINY_CRITIC
-from test_train_ddp import _assert_identical_ranks, _ddp_overrides, _train_py
+from test_train_ddp import _assert_ddp_resume_is_exact, _assert_identical_ranks, _ddp_overrides, _train_py
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +44,4 @@ def test_ddp_sim_posterior_gan_resumes_midepoch_bit_identically(tmp_path, mmse_c
     # so the first run stops after batch 2 of epoch 0. Both ranks draw their noise from (step, batch, rank).
     base = [*_posterior_ddp("posterior_gan"), *TINY_CRITIC, f"model.mmse_checkpoint={mmse_checkpoint}",
             "model.lambda_p=0", "data.samples_per_epoch=12", "trainer.val_check_interval=2"]
-    _train_py([*base, "trainer.max_steps=10"], tmp_path / "full")
-    _train_py([*base, "trainer.max_steps=4"], tmp_path / "first")
-    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 4
-    _train_py([*base, "trainer.max_steps=10", f"ckpt_path={last}"], tmp_path / "resumed")
-    for rank in (0, 1):
-        full = torch.load(tmp_path / "full" / "ranks" / f"rank{rank}.pt", weights_only=True)
-        resumed = torch.load(tmp_path / "resumed" / "ranks" / f"rank{rank}.pt", weights_only=True)
-        assert full["global_step"] == resumed["global_step"] == 10
-        for key, value in full["parameters"].items():
-            assert torch.equal(value, resumed["parameters"][key]), f"rank {rank}: {key}"
+    _assert_ddp_resume_is_exact(base, tmp_path, stop=4, end=10)

@@ -8,7 +8,7 @@ import torch
 
 from conftest import TINY, compose_train
 from jpegrestore.tasks.runner import build
-from test_train_ddp import _ddp_overrides, _train_py
+from test_train_ddp import _assert_ddp_resume_is_exact, _ddp_overrides
 
 # 8 crops per epoch, batch 2: an epoch is 4 steps; last.ckpt every 3 steps, so steps 3 and 6 are mid-epoch.
 MIDEPOCH = [*TINY, "experiment=qgac_stage1", "model.scheduler.step_size=3", "trainer.val_check_interval=3",
@@ -38,14 +38,4 @@ def test_midepoch_resume_is_bit_identical(tmp_path):
 def test_midepoch_resume_under_ddp_sim(tmp_path):
     # 2 ranks x batch 2 over 12 crops: an epoch is 3 steps; last.ckpt every 2 steps (step 2 and 4 are mid-epoch).
     base = [*_ddp_overrides("qgac_stage1"), "data.samples_per_epoch=12", "trainer.val_check_interval=2"]
-    _train_py([*base, "trainer.max_steps=5"], tmp_path / "full")
-    _train_py([*base, "trainer.max_steps=4"], tmp_path / "first")
-    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 4
-    _train_py([*base, "trainer.max_steps=5", f"ckpt_path={last}"], tmp_path / "resumed")
-    for rank in (0, 1):
-        full = torch.load(tmp_path / "full" / "ranks" / f"rank{rank}.pt", weights_only=True)
-        resumed = torch.load(tmp_path / "resumed" / "ranks" / f"rank{rank}.pt", weights_only=True)
-        assert full["global_step"] == resumed["global_step"] == 5
-        for key, value in full["parameters"].items():
-            assert torch.equal(value, resumed["parameters"][key]), f"rank {rank}: {key}"
+    _assert_ddp_resume_is_exact(base, tmp_path, stop=4, end=5)
