@@ -125,5 +125,5 @@ def test_convert_command(tiny_sd, authors_files, tmp_path, capsys):
     # the default base (SD 2.1 base) is not on this machine: the error says what is missing and how to get it
     assert main([*argv[:-1], str(tmp_path / "other.ckpt")]) == 1
     error = capsys.readouterr().err
-    assert "stable-diffusion-2-1-base" in error and "huggingface-cli download" in error
+    assert "stable-diffusion-2-1-base" in error and "hf download" in error
     assert not (tmp_path / "other.ckpt").exists()

@@ -341,7 +341,7 @@ def load_prior(
         raise FileNotFoundError(
             f"prior {text!r} is neither a local path nor in the local Hugging Face cache "
             f"({weights.huggingface_hub_cache_dir()}; ${weights.ENV_VAR}: {env}). Nothing is downloaded: fetch it "
-            f"on a machine with internet (`huggingface-cli download {text}`) and copy the cache, or pass the folder"
+            f"on a machine with internet (`hf download {text}`) and copy the cache, or pass the folder"
         )
     raise FileNotFoundError(
         f"prior not found: {path} (expected a diffusers UNet2DModel folder, a guided-diffusion .pt file such as "
