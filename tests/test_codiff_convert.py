@@ -66,7 +66,7 @@ def one_step(vae, unet, proj, tokens, lq):
 
 
 def test_converted_checkpoint_reproduces_the_authors_tensors(tiny_sd, authors_files, tmp_path):
-    from jpegrestore.tasks.checkpoint import checkpoint_recipe, load_network
+    from jpegrestore.checkpoints import checkpoint_recipe, load_network
 
     codiff_path, cave_path, content, their_vae, their_unet = authors_files
     out = convert_authors_files(codiff_path, cave_path, tmp_path / "codiff.ckpt", pretrained=str(tiny_sd))

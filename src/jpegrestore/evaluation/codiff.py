@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jpegrestore import jpeg
+from jpegrestore.checkpoints import Checkpoint, CheckpointSource, load_network
 from jpegrestore.nn.codiff.colorfix import adain_color_fix
 from jpegrestore.nn.codiff.tiling import TileConfig, tiled_one_step
 
@@ -58,7 +58,7 @@ class CODiffMethod:
 
     def __init__(
         self,
-        ckpt: str | Path | None = None,
+        ckpt: CheckpointSource | None = None,
         pretrained: str | None = None,
         name: str | None = None,
         device: str | torch.device = "auto",
@@ -130,12 +130,11 @@ class CODiffMethod:
         return restored.clamp(0, 1)
 
 
-def load_codiff(ckpt: str | Path, pretrained: str | None = None) -> nn.Module:
-    """The CODiff network of ``ckpt``, built on its recorded base model or on ``pretrained``. ValueError when
-    the checkpoint holds another network."""
-    from jpegrestore.tasks.checkpoint import checkpoint_metadata, load_network, read_checkpoint
-
-    meta = checkpoint_metadata(read_checkpoint(ckpt), str(ckpt))
+def load_codiff(ckpt: CheckpointSource, pretrained: str | None = None) -> nn.Module:
+    """The CODiff network of ``ckpt`` (a path or a read checkpoint), built on its recorded base model or on
+    ``pretrained``. ValueError when the checkpoint holds another network."""
+    ckpt = Checkpoint.of(ckpt)
+    meta = ckpt.meta
     target = str(meta["network"].get("_target_", ""))
     if not target.endswith(".CODiff"):
         raise ValueError(f"{ckpt} holds a {target or 'unknown network'} (recipe {meta.get('recipe')!r}), "

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from jpegrestore import weights
+from jpegrestore.checkpoints import Checkpoint, build_network, checkpoint_metadata, network_state_dict
 
 #: The ``ddpm_prior`` recipe's name in its checkpoints (``checkpoint["jpegrestore"]["recipe"]``).
 DDPM_PRIOR_RECIPE = "ddpm_prior"
@@ -256,8 +257,6 @@ def load_ddpm_prior_checkpoint(
     checkpoint: dict[str, Any], path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> DiffusionPrior:
     """The UNet of a ``ddpm_prior`` checkpoint (``state_dict`` holds the EMA weights) and its schedule."""
-    from jpegrestore.tasks.checkpoint import build_network, checkpoint_metadata, network_state_dict
-
     meta = checkpoint_metadata(checkpoint, str(path))
     recipe = meta.get("recipe")
     if recipe != DDPM_PRIOR_RECIPE or "scheduler" not in meta:
@@ -313,13 +312,14 @@ def _load_file(path: Path, device: str | torch.device, dtype: torch.dtype) -> Di
 
 
 def load_prior(
-    source: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    source: str | os.PathLike[str] | Checkpoint, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> DiffusionPrior:
     """Load an unconditional diffusion prior from a local path or a locally cached Hugging Face id.
 
     Args:
-        source: a diffusers folder, a guided-diffusion ``.pt`` file, a ``ddpm_prior`` checkpoint, or a Hugging
-            Face repository id present in the local cache (see the module docstring).
+        source: a diffusers folder, a guided-diffusion ``.pt`` file, a ``ddpm_prior`` checkpoint (a path or an
+            already read :class:`~jpegrestore.checkpoints.Checkpoint`), or a Hugging Face repository id present in
+            the local cache (see the module docstring).
         device, dtype: where and in which precision the network runs (``alphas_cumprod`` stays float64 on CPU).
 
     Raises:
@@ -327,6 +327,8 @@ def load_prior(
             and where it looked).
         ValueError: an unknown format, a scheduler without betas, a non-epsilon prior, mismatched weights.
     """
+    if isinstance(source, Checkpoint):
+        return load_ddpm_prior_checkpoint(source.data, source.path, device, dtype)
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():

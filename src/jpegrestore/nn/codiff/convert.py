@@ -231,7 +231,7 @@ def convert_authors_files(
     """Write a jpegrestore checkpoint of the authors' released CODiff + CaVE weights. -> ``out_path``.
 
     The checkpoint records ``pretrained`` (the Stable Diffusion 2.1 base the weights belong to; never
-    stored) and is rebuilt like a trained one by :func:`jpegrestore.tasks.checkpoint.load_network`.
+    stored) and is rebuilt like a trained one by :func:`jpegrestore.checkpoints.load_network`.
     ``verify`` builds the model on ``pretrained`` and loads the weights first, so a base that does not fit
     (other module names, other cross-attention size) is reported now rather than at evaluation.
     """
