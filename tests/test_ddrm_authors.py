@@ -171,6 +171,8 @@ def test_evaluation_measures_on_the_authors_simulated_jpeg():
     assert base["psnr"] == pytest.approx(psnr(theirs, target), abs=1e-6)
     assert ours["psnr"] > 55 and base["psnr"] < 35
     assert "authors' torch JPEG" in evaluator._compression_description()
+    with pytest.raises(ValueError, match=r"gray.png: the authors' JPEG encodes float RGB images"):
+        evaluator.evaluate_batch(["gray.png"], target.mean(1, keepdim=True), 30)
     with pytest.raises(ValueError, match="in 4:2:0 only; got subsampling=4:4:4"):
         Evaluator(method, metrics=["psnr"], qualities=[30], device="cpu", subsampling="4:4:4", progress=False)
     with pytest.raises(ValueError, match="method.project=true .* method.operator=float"):

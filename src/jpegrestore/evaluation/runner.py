@@ -178,7 +178,10 @@ class Evaluator:
         """Rows for one batch [B, C, H, W] at one quality, and the images (jpeg, restored) for panels."""
         target = target.to(self.device)
         if self.compression is not None:  # the method's own (simulated) JPEG
-            coeffs, decoded = self.compression(target, quality)
+            try:
+                coeffs, decoded = self.compression(target, quality)
+            except ValueError as error:
+                raise ValueError(f"{', '.join(names)}: {error}") from error
             jpeg_image = quantize_8bit(decoded)
         else:
             coeffs = jpeg.encode(target, quality=quality, subsampling=self.subsampling, rounding="exact")
