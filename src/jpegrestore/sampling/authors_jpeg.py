@@ -57,8 +57,9 @@ def authors_tables(quality: QualityLike, device: Optional[torch.device | str] = 
                    dtype: torch.dtype = torch.float32) -> Tensor:
     """The authors' tables for qualities 1..100. -> [B, 3, 8, 8] (Y, Cb, Cr; integer values 1..255).
 
-    Computed in float32 as their code computes it (a Python float scale times an integer tensor): where the exact
-    value lands on an integer, float32 may fall just below it (qf 12: 212 where exact arithmetic gives 213).
+    Computed in float32 as their code computes it (a Python float scale times an integer tensor); at every quality
+    this equals exact rational arithmetic, while the same formula on float64 tensors gives 212 instead of 213 at
+    qf 12 (51 * 5000 / 12 + 50 = 21300 exactly).
     """
     q = check_quality(quality, device=device)
     scale = torch.where(q < 50, 5000 / q.to(torch.float64), (200 - 2 * q).to(torch.float64)).to(torch.float32)
