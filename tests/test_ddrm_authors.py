@@ -32,11 +32,20 @@ def _assert_rounded_equal(ours: torch.Tensor, theirs: torch.Tensor, theirs_unrou
 
 
 def test_tables_are_the_authors_float_scaled_ones():
+    """Their formula as their code evaluates it (float32), which at every quality equals exact rational arithmetic
+    (a float64 evaluation does not at qf 12)."""
+    from fractions import Fraction
+
+    from jpegrestore.jpeg.tables import BASE_LUMA
+
     for q in range(1, 101):
         luma, chroma = reference_tables(q)
         ours = authors_tables(q)[0]
         assert torch.equal(ours[0].flatten(), luma) and torch.equal(ours[1], ours[2])
         assert torch.equal(ours[1].flatten(), chroma)
+        scale = Fraction(5000, q) if q < 50 else Fraction(200 - 2 * q)
+        exact = [min(255, max(1, (scale * b + 50) // 100)) for row in BASE_LUMA for b in row]
+        assert ours[0].flatten().tolist() == exact
     libjpeg = jpeg.quant_tables([10, 30])
     assert torch.equal(authors_tables(10)[0, :2], libjpeg[0])  # 5000 / 10 is an integer: the same tables
     assert not torch.equal(authors_tables(30)[0, :2], libjpeg[1])  # 166.67 against libjpeg's 166
