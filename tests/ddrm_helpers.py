@@ -1,4 +1,5 @@
-"""Oracle diffusion priors whose noise prediction is known in closed form, for testing DDRM-JPEG."""
+"""Oracle diffusion priors whose noise prediction is known in closed form, and a literal second implementation of the
+DDRM-JPEG authors' torch JPEG, for testing DDRM-JPEG."""
 
 from __future__ import annotations
 
