@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from jpegrestore import jpeg
+
 from jpegrestore.sampling.priors import (
     LINEAR_SCHEDULE,
     TINY_UNET_CONFIG,
@@ -218,10 +220,35 @@ def test_tiny_guided_diffusion_round_trip_through_load_prior(tmp_path: Path) -> 
         prior = load_prior(path)
         torch.testing.assert_close(prior.eps_model(x, t), expected)
     assert expected.shape == (2, 6, 24, 40)
-    assert (prior.channels, prior.size_multiple, prior.image_size) == (3, 2, None)
+    assert (prior.channels, prior.size_multiple, prior.image_size) == (3, 2, 32)  # its training size
     torch.testing.assert_close(prior.alphas_cumprod, _hand_alphas_cumprod(), rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="divisible by 2"):
         model(torch.randn(1, 3, 5, 8), torch.tensor([1]))
+
+
+def test_guided_diffusion_prior_tiles_a_larger_photo_at_its_training_size(tmp_path: Path) -> None:
+    """A 256x256 guided-diffusion model (tiny widths): a 300x300 JPEG is restored in 2 x 2 tiles, each run by the
+    network at 256x256, under the evaluation's default tile (512), not whole at 304x304."""
+    from jpegrestore.evaluation.ddrm import DDRMJPEGMethod
+    from jpegrestore.nn.guided_diffusion import GuidedDiffusionUNet, save_guided_diffusion
+
+    from jpeg_helpers import photo, to_tensor
+
+    torch.manual_seed(0)
+    model = GuidedDiffusionUNet(image_size=256, in_channels=3, model_channels=8, out_channels=6, num_res_blocks=1,
+                                attention_resolutions=(8,), channel_mult=(1, 1, 1, 1, 1, 1), num_head_channels=8,
+                                use_scale_shift_norm=True, resblock_updown=True, norm_groups=4)
+    path = save_guided_diffusion(model, tmp_path / "tiny_256.pt")
+    method = DDRMJPEGMethod(prior=str(path), steps=1, device="cpu", tile=512, tile_overlap=32)
+    assert method.prior.image_size == 256 and method.sampler.tile == 240
+    sizes = []
+    method.prior.eps_model.net.register_forward_pre_hook(lambda _, args: sizes.append(tuple(args[0].shape[-2:])))
+    target = to_tensor(photo("astronaut", 300, 300, 100, 100))
+    coeffs = jpeg.encode(target, 10, rounding="exact")
+    out = method(coeffs, jpeg.decode(coeffs, rounding="exact"))
+    assert out.shape == target.shape
+    assert sizes == [(256, 256)] * 4
+    assert float(method.extras["nfe"][0]) == 4.0
 
 
 def test_guided_diffusion_wrong_files(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 It reports through the optional parts of the method protocol (``evaluation.methods``): ``last_samples`` (the
 draws behind each returned mean, so the evaluation adds their per-pixel standard deviation when samples > 1
 and takes FID on one draw), ``extras["nfe"]`` (network evaluations per image: steps x samples x tiles) and
-``sample(...)`` for ``jpegrestore restore --samples N``.
+``sample(...)`` for ``jpegrestore restore --samples N``. With ``operator="authors"`` it also carries
+``compression`` (``sampling.authors_jpeg.AuthorsCompression``): the evaluation then measures it on the authors'
+simulated JPEG of each clean image instead of a libjpeg file, as their code does.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class DDRMJPEGMethod:
             prior has a fixed image size).
         project: project every draw onto the JPEG's quantization bins (``jpeg.project``) before averaging; off in
             the paper (its draws are consistent with the float operator only through the eta_b mix).
+        operator: "float" (default: ``jpeg.float_encode``/``float_decode``, which fit real libjpeg files) or
+            "authors" (the authors' operator, and their simulated measurement in the evaluation: ``compression``).
         name: label in tables (None: "ddrm_jpeg").
         ckpt: accepted in place of ``prior`` (a checkpoint that names this method as its evaluation method).
     """
@@ -44,10 +48,16 @@ class DDRMJPEGMethod:
     def __init__(
         self, prior: Any = None, samples: int = 1, steps: int = 20, t_start: int = 300, eta: float = 1.0,
         eta_b: float = 0.4, seed: Optional[int] = 0, device: str | torch.device = "auto", tile: Optional[int] = None,
-        tile_overlap: int = 32, project: bool = False, name: Optional[str] = None, ckpt: Optional[CheckpointSource] = None,
+        tile_overlap: int = 32, project: bool = False, name: Optional[str] = None,
+        ckpt: Optional[CheckpointSource] = None, operator: str = "float",
     ) -> None:
-        from jpegrestore.sampling import DDRMJPEG
+        from jpegrestore.sampling import DDRMJPEG, OPERATORS, AuthorsCompression
 
+        if operator not in OPERATORS:
+            raise ValueError(f"method.operator must be one of {OPERATORS}, got {operator!r}")
+        if operator == "authors" and project:
+            raise ValueError("method.project=true projects onto libjpeg's quantization bins (jpeg.project), which the "
+                             "authors' operator does not share: use it with method.operator=float")
         prior = prior if prior not in (None, "") else ckpt
         if prior in (None, ""):
             raise ValueError("method=ddrm_jpeg needs a diffusion prior: method.prior=PATH (a diffusers folder, "
@@ -67,7 +77,9 @@ class DDRMJPEGMethod:
                 prior.eps_model.to(self.device)
         self.prior = prior
         self.sampler = DDRMJPEG.from_prior(prior, steps=steps, t_start=t_start, eta=eta, eta_b=eta_b,
-                                           tile=tile or None, tile_overlap=tile_overlap)
+                                           tile=tile or None, tile_overlap=tile_overlap, operator=operator)
+        self.operator = operator
+        self.compression = AuthorsCompression() if operator == "authors" else None
         self.name = name or "ddrm_jpeg"
         self.samples = samples
         self.seed = 0 if seed is None else int(seed)

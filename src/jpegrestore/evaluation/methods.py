@@ -15,6 +15,9 @@ Optional parts of the protocol, read by the evaluation and ``jpegrestore restore
   when S >= 2) and computes FID on the first draw (one sample per image), never on an average.
 - ``sample(coeffs, jpeg_image, num_samples, generator=None) -> Tensor [S, B, C, H, W]`` in [0, 1]: S
   independent draws; ``jpegrestore restore --samples N`` writes each one.
+- ``compression``: None, or ``compression(images, quality) -> (coeffs, jpeg_image)`` with a ``description``
+  and a ``subsampling``: the evaluation compresses the clean images with it instead of libjpeg (a method
+  evaluated under its authors' simulated JPEG, e.g. DDRM-JPEG's ``operator=authors``); the JPEG row uses it too.
 
 A checkpoint whose task names an ``evaluation_method`` (``"module.Class"``) in its metadata is evaluated by
 that class, built as ``Class(ckpt=..., name=..., device=..., tile=..., tile_overlap=..., **options)``; others

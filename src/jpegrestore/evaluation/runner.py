@@ -2,7 +2,8 @@
 metrics and one table for every method.
 
 For each quality and image: ``coeffs = jpeg.encode(x, q, rounding="exact")``, ``jpeg_image =
-jpeg.decode(coeffs, rounding="exact")``, ``restored = quantize_8bit(method(coeffs, jpeg_image))``;
+jpeg.decode(coeffs, rounding="exact")`` (or the method's own ``compression``, see ``evaluation.methods``),
+``restored = quantize_8bit(method(coeffs, jpeg_image))``;
 per-image metrics of both against the original go to metrics.csv / metrics.json, means per quality to
 summary.md, and a few comparison panels to comparisons/*.png. Metrics are computed on the 8-bit rounded
 images users get as PNGs, with PSNR and PSNR-B capped (see :mod:`jpegrestore.metrics.protocol`).
@@ -136,6 +137,10 @@ class Evaluator:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.method = method
         self.baseline_only = isinstance(method, JPEGDecode)
+        self.compression = getattr(method, "compression", None)
+        if self.compression is not None and self.compression.subsampling != subsampling:
+            raise ValueError(f"method {method.name} compresses as {self.compression.description}, in "
+                             f"{self.compression.subsampling} only; got subsampling={subsampling}")
         self.method_name = tables.JPEG if self.baseline_only else (method.name if method.name != tables.JPEG else "model")
         self.qualities = check_qualities(qualities)
         self.subsampling = subsampling
@@ -172,8 +177,15 @@ class Evaluator:
     def evaluate_batch(self, names: list[str], target: Tensor, quality: int) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
         """Rows for one batch [B, C, H, W] at one quality, and the images (jpeg, restored) for panels."""
         target = target.to(self.device)
-        coeffs = jpeg.encode(target, quality=quality, subsampling=self.subsampling, rounding="exact")
-        jpeg_image = quantize_8bit(jpeg.decode(coeffs, rounding="exact"))  # 8-bit already; kept explicit
+        if self.compression is not None:  # the method's own (simulated) JPEG
+            try:
+                coeffs, decoded = self.compression(target, quality)
+            except ValueError as error:
+                raise ValueError(f"{', '.join(names)}: {error}") from error
+            jpeg_image = quantize_8bit(decoded)
+        else:
+            coeffs = jpeg.encode(target, quality=quality, subsampling=self.subsampling, rounding="exact")
+            jpeg_image = quantize_8bit(jpeg.decode(coeffs, rounding="exact"))  # 8-bit already; kept explicit
         rows = []
         for name, values in zip(names, self._measure(tables.JPEG, jpeg_image, target, quality)):
             rows.append({"image": name, "quality": quality, "method": tables.JPEG, **values})
@@ -199,6 +211,11 @@ class Evaluator:
                          "seconds": seconds})
         images["restored"] = restored
         return rows, images
+
+    def _compression_description(self) -> str:
+        if self.compression is not None:
+            return self.compression.description
+        return "jpeg.encode/decode, rounding=exact (identical to libjpeg-turbo)"
 
     def _method_reported(self, batch: int) -> dict[str, list[float]]:
         """Columns the method reports for its last call: its ``extras`` and, from ``last_samples`` with S >= 2,
@@ -277,7 +294,7 @@ class Evaluator:
             status["fid"] = next(str(v) for q in set_metrics.values() for v in q.values())
         header = [
             f"method: {self.method_name}", *header,
-            f"compression: jpeg.encode/decode, rounding=exact (identical to libjpeg-turbo), {self.subsampling}",
+            f"compression: {self._compression_description()}, {self.subsampling}",
             f"qualities: {self.qualities}",
             PROTOCOL_NOTE,
             *([f"rows at the PSNR ceiling of {PSNR_CEILING_DB:g} dB: {capped}"] if (capped := _capped(rows)) else []),

@@ -15,7 +15,8 @@ are ignored):
   converters write).
 
 The weights are stored unchanged, so conv1_1 still expects the Caffe input: BGR channel order, 0..255, minus
-the mean pixel (default (B, G, R) = (104, 117, 124), the MINC models' mean; ``--mean-bgr`` overrides it). The
+the mean pixel (default (B, G, R) = (104, 117, 124), the MINC models' mean as their release's README.txt states
+it; see ``perceptual.MINC_MEAN_BGR``; ``--mean-bgr`` overrides it). The
 output holds ``{"state_dict": {"features.<i>.weight", ...} in torchvision's VGG16 layout,
 "jpegrestore_vgg": {"network": "minc_vgg16", "input": "caffe_bgr", "mean_bgr": [...], "source": ...}}``;
 :class:`jpegrestore.losses.TextureLoss` with ``network="minc_vgg16"`` reads the convention from it.

@@ -35,7 +35,13 @@ VGG19_CONV_INDEX = {
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Mean pixel of the MINC Caffe models, in their BGR order on a 0..255 scale.
+#: Mean pixel of the MINC Caffe models, in their BGR order on a 0..255 scale. Source: the README.txt of the MINC
+#: model release (Bell et al. 2015, "MINC is available online at http://minc.cs.cornell.edu/"), section "Model
+#: inputs": inputs "scaled to [0,255], presented in BGR channel order and have a mean of B:104, G:117, R:124
+#: subtracted" (read in a copy of that README, beside deploy-vgg16.prototxt and minc-vgg16.caffemodel in its file
+#: list, held by a public code index that does not name the repository; a pycaffe script in the same index loads
+#: minc-vgg16.caffemodel with channel_swap (2, 1, 0) and mean [104, 117, 124]). Not the ImageNet VGG mean
+#: (103.939, 116.779, 123.68).
 MINC_MEAN_BGR = (104.0, 117.0, 124.0)
 
 #: Key of the description a converted file carries next to its ``state_dict``.

@@ -5,9 +5,10 @@
 >>> restored = sampler(jpeg.read("photo.jpg"), num_samples=8, generator=torch.Generator().manual_seed(0))
 """
 
-from jpegrestore.sampling.ddrm_jpeg import DDRMJPEG, MODES, check_alphas_cumprod
+from jpegrestore.sampling.authors_jpeg import AuthorsCompression, AuthorsJPEGMeasurement
+from jpegrestore.sampling.ddrm_jpeg import DDRMJPEG, MODES, OPERATORS, check_alphas_cumprod
 from jpegrestore.sampling.measurements import JPEGMeasurement, QuantizationMeasurement
 from jpegrestore.sampling.priors import DiffusionPrior, load_prior, write_tiny_ddpm
 
-__all__ = ["DDRMJPEG", "MODES", "check_alphas_cumprod", "JPEGMeasurement", "QuantizationMeasurement",
+__all__ = ["DDRMJPEG", "MODES", "OPERATORS", "check_alphas_cumprod", "AuthorsCompression", "AuthorsJPEGMeasurement", "JPEGMeasurement", "QuantizationMeasurement",
            "DiffusionPrior", "load_prior", "write_tiny_ddpm"]

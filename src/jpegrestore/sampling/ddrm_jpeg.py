@@ -31,10 +31,15 @@ from torch import Tensor, nn
 
 from jpegrestore import jpeg
 from jpegrestore.jpeg.sampling import pad_edge
+from jpegrestore.sampling.authors_jpeg import AuthorsJPEGMeasurement
 from jpegrestore.sampling.measurements import JPEGMeasurement, QuantizationMeasurement
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 MODES = ("jpeg", "dequantize")
+#: Measurement operators of mode "jpeg": ``float`` (jpeg.float_encode / float_decode: 2x2-average chroma, exact
+#: JFIF colour, any layout; fits real libjpeg files) and ``authors`` (the authors' code: top-left chroma, 4-digit
+#: colour, 4:2:0 only; :mod:`jpegrestore.sampling.authors_jpeg`).
+OPERATORS = ("float", "authors")
 _ALIGN = 16  # tiles start on the 16-pixel grid (jpegrestore.tiling.ALIGN)
 
 
@@ -89,6 +94,8 @@ class DDRMJPEG:
         tile: images with a side larger than this (pixels, multiple of 16) are restored in tiles (mode
             "jpeg"); None: never, unless ``image_size`` forces it.
         tile_overlap: overlap of neighbouring tiles in pixels.
+        operator: H and H+ of mode "jpeg" (:data:`OPERATORS`): "float" (default) or "authors" (their
+            code's operator, for their simulated measurement ``authors_jpeg.AuthorsCompression``).
     Attributes:
         network_evaluations: running count of network evaluations, one per image per call of the network.
     """
@@ -97,7 +104,7 @@ class DDRMJPEG:
         self, eps_model: EpsModel, alphas_cumprod: Tensor, steps: int = 20, t_start: int = 300,
         eta: float = 1.0, eta_b: float = 0.4, mode: str = "jpeg", levels: int = 8,
         channels: Optional[int] = None, size_multiple: int = 1, image_size: Optional[int] = None,
-        tile: Optional[int] = None, tile_overlap: int = 32,
+        tile: Optional[int] = None, tile_overlap: int = 32, operator: str = "float",
     ) -> None:
         if not callable(eps_model):
             raise ValueError(f"eps_model must be callable as eps_model(x, t), got {type(eps_model).__name__}")
@@ -111,13 +118,15 @@ class DDRMJPEG:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if operator not in OPERATORS:
+            raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
         if int(size_multiple) < 1:
             raise ValueError(f"size_multiple must be >= 1, got {size_multiple!r}")
         self.eps_model = eps_model
         self.alphas_cumprod = check_alphas_cumprod(alphas_cumprod, t_start)
         self.steps, self.t_start = steps, t_start
         self.eta, self.eta_b = float(eta), float(eta_b)
-        self.mode, self.levels = mode, levels
+        self.mode, self.operator, self.levels = mode, operator, levels
         self.channels = channels
         self.size_multiple = int(size_multiple)
         self.image_size = None if image_size is None else int(image_size)
@@ -229,7 +238,9 @@ class DDRMJPEG:
             raise ValueError(f"mode='jpeg' measures jpeg.Coefficients, got {type(measurement).__name__}")
         device = _model_device(self.eps_model) or measurement.device
         measurement = measurement.to(device)
-        if self.mode == "jpeg":
+        if self.mode == "jpeg" and self.operator == "authors":
+            op = AuthorsJPEGMeasurement(measurement)
+        elif self.mode == "jpeg":
             op = JPEGMeasurement(measurement, rgb_prior=self.channels == 3)
         else:
             op = QuantizationMeasurement(measurement, self.levels)

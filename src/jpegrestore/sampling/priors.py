@@ -66,9 +66,9 @@ class DiffusionPrior:
         alphas_cumprod: float64 [T], abar_t of the training schedule, t = 0..T-1.
         channels: image channels C the prior models (3 for RGB).
         size_multiple: H and W the network needs to be a multiple of (2 ** number of downsamplings).
-        image_size: the one square size the network takes, or None for fully convolutional networks that take
-            any multiple of ``size_multiple`` (all priors here; the size they were trained at is in ``source``'s
-            config).
+        image_size: the one square size the network is run at, or None for networks run at any multiple of
+            ``size_multiple``. guided-diffusion priors set their training size (256 for the paper's prior), so
+            samplers pad smaller images to it and tile larger ones; diffusers and ``ddpm_prior`` priors: None.
         source: where the prior came from (path or repository id), for logs and reports.
     """
 
@@ -298,7 +298,7 @@ def _load_file(path: Path, device: str | torch.device, dtype: torch.dtype) -> Di
             alphas_cumprod=linear_alphas_cumprod(1000, 1e-4, 0.02),
             channels=int(model.in_channels),
             size_multiple=model.size_multiple,
-            image_size=None,
+            image_size=int(model.image_size),  # its training size: larger images are tiled to it, not run whole
             source=str(path),
         )
     keys = list(content)[:5] if isinstance(content, dict) else type(content).__name__
