@@ -71,6 +71,9 @@ def authors_codiff_file(vae, unet, rank: int, token_dim: int, seed: int = 0) -> 
         conv_in = unet.conv_in.base_layer.weight
         conv_in.add_(torch.randn(conv_in.shape, generator=generator) * 0.05)
     proj = torch.nn.Linear(token_dim, unet.config.cross_attention_dim)
+    with torch.no_grad():  # drawn from the seeded generator, so the file does not depend on the global RNG
+        proj.weight.copy_(torch.randn(proj.weight.shape, generator=generator) / token_dim**0.5)
+        proj.bias.copy_(torch.randn(proj.bias.shape, generator=generator) * 0.1)
     content = {
         "vae_lora_encoder_modules": vae_list,
         "unet_lora_encoder_modules": encoder,
