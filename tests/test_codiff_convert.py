@@ -47,10 +47,12 @@ def converted(tiny_sd, authors_files, tmp_path_factory) -> Path:
 
 
 def test_converted_checkpoint_reproduces_the_authors_tensors(tiny_sd, authors_files, converted):
-    from jpegrestore.tasks.checkpoint import checkpoint_recipe, load_network
+    from jpegrestore.tasks.checkpoint import checkpoint_description, checkpoint_recipe, load_network
 
     codiff_path, cave_path, content, their_vae, their_unet = authors_files
     assert checkpoint_recipe(converted) == "codiff_stage2"
+    assert checkpoint_description(converted)[1:] == [
+        "CaVE input padded to a multiple of 8 (the authors' code)", "method options recorded: quantization=authors"]
     net = load_network(converted)
     lq = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

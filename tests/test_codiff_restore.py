@@ -195,6 +195,10 @@ def test_restore_command_with_codiff_options(tiny, tmp_path, capsys):
     fixed = np.asarray(Image.open(tmp_path / "fixed" / "colour.png")).astype(float).mean(axis=(0, 1))
     unfixed = colour.astype(float).mean(axis=(0, 1))
     assert np.abs(fixed - target).max() < 0.2 * np.abs(unfixed - target).max()
+    # --quantization authors (their test script): the two truncations lower the output by about half a level
+    assert main([*args, "-o", str(tmp_path / "authors"), "--quantization", "authors"]) == 0
+    authors = np.asarray(Image.open(tmp_path / "authors" / "colour.png")).astype(float).mean()
+    assert 0.2 < fixed.mean() - authors < 0.8
 
 
 def test_codiff_options_with_another_checkpoint_are_an_error(tmp_path, capsys):
