@@ -179,7 +179,9 @@ def test_converted_checkpoint_restores_as_the_authors_test_script(outputs, size,
     ours = out[f"ours_{device}"]
     assert ours.shape == out["theirs"].shape == (*size, 3)
     mean, largest, bias = _gray_levels(ours, out["theirs"])
-    print(f"{size} {device}: ours vs theirs mean |diff| {mean:.4f}, max {largest}, mean diff {bias:+.4f}")
+    differing = int((ours != out["theirs"]).any(axis=2).sum())
+    print(f"{size} {device}: ours vs theirs mean |diff| {mean:.4f}, max {largest}, mean diff {bias:+.4f}, "
+          f"{differing} pixels differ")
     for name in ("pad_to_32", "float_colour_fix"):
         print(f"{size}: {name} vs theirs: mean |diff| %.4f, max %d, mean diff %+.4f"
               % _gray_levels(out[name], out["theirs"]))
