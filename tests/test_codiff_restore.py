@@ -74,6 +74,8 @@ def test_method_is_the_generator_forward_plus_the_colour_fix(tiny):
     assert fixed.name == "codiff"
     # a checkpoint trained here records no authors' options: float colour fix, CaVE padded to 32
     assert fixed.quantization == "float" and fixed.network.cave.pad_multiple == 32
+    with pytest.raises(ValueError, match=r"quantization must be one of \['float', 'authors'\] or None, got 'round'"):
+        CODiffMethod(network=net, quantization="round", device="cpu")
 
 
 def test_seeded_latent_sample_is_repeatable_and_differs_from_the_mode(tiny):
