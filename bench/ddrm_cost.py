@@ -1,6 +1,6 @@
 """Cost of DDRM-JPEG: time per 256x256 image per network evaluation, and evaluations per image.
 
-    python bench/ddrm_cost.py [--prior PATH] [--steps 3] [--repeats 1] [--threads N] [--full-cpu]
+    python bench/ddrm_cost.py [--prior PATH] [--steps 3] [--repeats 1] [--threads N] [--full-cpu] [--cpu-width 32]
 
 1. The tiny random diffusers prior (``jpegrestore.sampling.write_tiny_ddpm``, or ``--prior``) on CPU: one
    256x256 JPEG (QF 10, 4:2:0) restored with ``--steps`` steps (the time per evaluation does not depend on the
@@ -8,7 +8,12 @@
    cost 20 of them); the wall time per network evaluation, the network alone per evaluation, and the
    measurement operator's time per step.
 2. The paper's prior architecture, guided-diffusion 256x256 unconditional (552.8M parameters, random weights),
-   on a GPU when one is present (float16 and float32); with ``--full-cpu`` also one evaluation on this CPU.
+   in float32 and in half precision as the authors run it (``convert_to_fp16``: the torso's convolutions in
+   half, norms and the rest in float32): float16 on a GPU when one is present; on this CPU one evaluation with
+   ``--full-cpu``, otherwise the same architecture at base width ``--cpu-width`` (32: 1/64 of the multiply-adds).
+   On CPU the half dtype is bfloat16: PyTorch 2.14 runs float16 convolutions on a CPU too, but about 100x slower
+   than float32 (a 64-channel 3x3 convolution at 64x64 on one thread: 12 ms float32, 2.7 ms bfloat16, 1.5 s
+   float16, measured on a loaded AMD EPYC with AVX512-BF16).
 3. The count of network evaluations per image, measured by the sampler, against the paper's 20 per sample.
 """
 
@@ -92,28 +97,32 @@ def tiny_prior_on_cpu(prior_path: str | None, steps: int, repeats: int) -> None:
     print(f"measurement operator per step (H+(H(x0)), measured alone): {1000 * operator_time(coeffs, repeats):.1f} ms")
 
 
-def full_size_architecture(repeats: int, full_cpu: bool) -> None:
+def full_size_architecture(repeats: int, full_cpu: bool, cpu_width: int) -> None:
     try:
         from jpegrestore.nn.guided_diffusion import GUIDED_DIFFUSION_256_UNCOND, GuidedDiffusionUNet
     except ImportError as error:
         print(f"\n## 2. guided-diffusion 256x256: architecture not available ({error})")
         return
-    devices = (["cuda"] if torch.cuda.is_available() else []) + (["cpu"] if full_cpu else [])
-    if not devices:
-        print("\n## 2. guided-diffusion 256x256 uncond (random weights): no GPU present; skipped "
-              "(--full-cpu times one evaluation on this CPU)")
-        return
-    torch.manual_seed(0)
-    model = GuidedDiffusionUNet(**GUIDED_DIFFUSION_256_UNCOND).eval()
-    params = sum(p.numel() for p in model.parameters())
-    for device in devices:
-        dtypes = [torch.float16, torch.float32] if device == "cuda" else [torch.float32]
-        for dtype in dtypes:
-            net = model.to(device, dtype)
-            name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
-            on_gpu = device == "cuda"
-            seconds = network_time(net, device, dtype, repeats if on_gpu else 1, warm_up=on_gpu)
-            print(f"\n## 2. guided-diffusion 256x256 uncond, {params:,} parameters (random weights), {name}, {dtype}")
+    runs = [("cuda", GUIDED_DIFFUSION_256_UNCOND)] if torch.cuda.is_available() else []
+    if full_cpu:
+        runs.append(("cpu", GUIDED_DIFFUSION_256_UNCOND))
+    elif not runs:
+        print("\n## 2. no GPU present: guided-diffusion 256x256 uncond timed on this CPU at base width "
+              f"{cpu_width} (the paper's: 256; --full-cpu times the full size)")
+        runs.append(("cpu", {**GUIDED_DIFFUSION_256_UNCOND, "model_channels": cpu_width}))
+    for device, config in runs:
+        torch.manual_seed(0)
+        model = GuidedDiffusionUNet(**config).eval().to(device)
+        params = sum(p.numel() for p in model.parameters())
+        half = torch.float16 if device == "cuda" else torch.bfloat16  # see the module docstring
+        name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
+        on_gpu = device == "cuda"
+        for dtype in (half, torch.float32):
+            model.convert_to_fp16(dtype)  # float32 undoes it; x and the output stay float32 either way
+            seconds = network_time(model, device, torch.float32, repeats if on_gpu else 1, warm_up=on_gpu)
+            label = "float32" if dtype == torch.float32 else f"{dtype} torso (norms and the rest float32)"
+            print(f"\n## 2. guided-diffusion 256x256 uncond, width {config['model_channels']}, {params:,} parameters "
+                  f"(random weights), {name}, {label}")
             print(f"per network evaluation: {1000 * seconds:.1f} ms; "
                   f"20 evaluations (one sample): {20 * seconds:.2f} s; "
                   f"8 samples: {160 * seconds:.1f} s per image")
@@ -145,11 +154,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--full-cpu", action="store_true", help="also time the full-size network on the CPU")
+    parser.add_argument("--cpu-width", type=int, default=32,
+                        help="base width of the guided-diffusion network timed on a CPU without --full-cpu or a GPU")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     tiny_prior_on_cpu(args.prior, args.steps, args.repeats)
-    full_size_architecture(args.repeats, args.full_cpu)
+    full_size_architecture(args.repeats, args.full_cpu, args.cpu_width)
     evaluation_counts()
 
 

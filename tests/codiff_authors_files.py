@@ -66,11 +66,16 @@ def authors_codiff_file(vae, unet, rank: int, token_dim: int, seed: int = 0) -> 
     with torch.no_grad():
         for module in (unet, vae):
             for name, p in module.named_parameters():
-                if "lora_B" in name:  # gaussian init leaves B = 0: make the update visible
+                if "lora_A" in name:  # peft's gaussian init, N(0, 1/r), from the seeded generator
+                    p.copy_(torch.randn(p.shape, generator=generator) / rank)
+                elif "lora_B" in name:  # gaussian init leaves B = 0: make the update visible
                     p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
         conv_in = unet.conv_in.base_layer.weight
         conv_in.add_(torch.randn(conv_in.shape, generator=generator) * 0.05)
     proj = torch.nn.Linear(token_dim, unet.config.cross_attention_dim)
+    with torch.no_grad():  # drawn from the seeded generator, so the file does not depend on the global RNG
+        proj.weight.copy_(torch.randn(proj.weight.shape, generator=generator) / token_dim**0.5)
+        proj.bias.copy_(torch.randn(proj.bias.shape, generator=generator) * 0.1)
     content = {
         "vae_lora_encoder_modules": vae_list,
         "unet_lora_encoder_modules": encoder,

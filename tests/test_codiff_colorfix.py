@@ -1,4 +1,4 @@
-"""AdaIN colour fix against values worked out by hand."""
+"""AdaIN colour fix, and the authors' 8-bit output around it, against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from jpegrestore.nn.codiff.colorfix import adain_color_fix, channel_mean_std
+from jpegrestore.nn.codiff.colorfix import adain_color_fix, authors_8bit_output, channel_mean_std, truncate_to_8bit
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def test_mean_std_by_hand():
@@ -56,3 +58,25 @@ def test_clamps_to_unit_range_and_keeps_float32():
 def test_mismatched_channels_are_an_error():
     with pytest.raises(ValueError, match="same batch and channels"):
         adain_color_fix(torch.rand(1, 3, 4, 4), torch.rand(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_truncation_keeps_the_level_below(device):
+    x = torch.tensor([0.999, 1.2, -0.1, 0.5, 3 / 255], device=device)
+    assert (truncate_to_8bit(x) * 255).round().tolist() == [254, 255, 0, 127, 3]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_authors_output_truncates_fixes_the_levels_and_truncates_again(device):
+    # restored [0.1, 0.3, 0.35] -> 255 x = [25.5, 76.5, 89.25] -> levels [25, 76, 89] (mean 63.33, std 33.61);
+    # the JPEG's levels [100, 150, 230] (mean 160, std 65.57): (l - 63.33) / 33.61 * 65.57 + 160
+    # = [85.69, 184.55, 209.75] -> truncated [85, 184, 209]. The colour fix on the float output gives
+    # [85.65, 184.78, 209.57], rounded [86, 185, 210].
+    restored = torch.tensor([[[[0.1, 0.3, 0.35]]]], device=device)
+    reference = torch.tensor([[[[100, 150, 230]]]], device=device) / 255
+    authors = authors_8bit_output(restored, reference, eps=0.0)
+    assert (authors * 255).round().flatten().tolist() == [85, 184, 209]
+    assert torch.equal(authors, torch.round(authors * 255) / 255)  # on the levels: rounding when written keeps them
+    ours = adain_color_fix(restored, reference, eps=0.0)
+    assert (ours * 255).round().flatten().tolist() == [86, 185, 210]
+    assert (authors_8bit_output(restored, reference, color_fix=False) * 255).round().flatten().tolist() == [25, 76, 89]

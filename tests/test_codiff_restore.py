@@ -72,6 +72,10 @@ def test_method_is_the_generator_forward_plus_the_colour_fix(tiny):
     assert torch.allclose(plain(coeffs, image), expected.clamp(0, 1), atol=1e-6)
     assert torch.allclose(fixed(coeffs, image), adain_color_fix(expected, image), atol=1e-5)
     assert fixed.name == "codiff"
+    # a checkpoint trained here records no authors' options: float colour fix, CaVE padded to 32
+    assert fixed.quantization == "float" and fixed.network.cave.pad_multiple == 32
+    with pytest.raises(ValueError, match=r"quantization must be one of \['float', 'authors'\] or None, got 'round'"):
+        CODiffMethod(network=net, quantization="round", device="cpu")
 
 
 def test_seeded_latent_sample_is_repeatable_and_differs_from_the_mode(tiny):
@@ -111,6 +115,30 @@ def test_tiled_method_on_the_tiny_model(tiny):
         blended = tiled_apply(lambda t: net.denoise_latent(t, cond), z, 8, 4)
         first = net.denoise_latent(z[..., :8, :8], cond)
     assert (blended[..., :, :2] - first[..., :, :2]).abs().max() < 1e-3 * first.abs().max()
+
+
+def test_authors_cave_padding_with_tiles(tiny):
+    """With the authors' CaVE padding the whole image is embedded once, whatever the tiles: every UNet tile attends
+    to the same floor(H8/32) x floor(W8/32) tokens (2x3 at 88x120), as in their latent tiling."""
+    _, _, net = tiny
+    coeffs, image = _jpeg(_photo(88, 120))
+    seen = []
+    original_embed = net.cave.embed
+
+    def embed(x):
+        seen.append(tuple(x.shape[-2:]))
+        tokens = original_embed(x)
+        seen.append(tokens.shape[1])
+        return tokens
+
+    net.cave.pad_multiple, net.cave.embed = 8, embed
+    try:
+        tiled = CODiffMethod(network=net, color_fix=False, device="cpu", **SMALL_TILES)(coeffs, image)
+    finally:
+        net.cave.pad_multiple = 32
+        del net.cave.embed
+    assert seen == [(88, 120), 6]
+    assert tiled.shape == image.shape and torch.isfinite(tiled).all()
 
 
 def test_evaluate_py_on_a_codiff_checkpoint(tiny, tmp_path):
@@ -169,6 +197,10 @@ def test_restore_command_with_codiff_options(tiny, tmp_path, capsys):
     fixed = np.asarray(Image.open(tmp_path / "fixed" / "colour.png")).astype(float).mean(axis=(0, 1))
     unfixed = colour.astype(float).mean(axis=(0, 1))
     assert np.abs(fixed - target).max() < 0.2 * np.abs(unfixed - target).max()
+    # --quantization authors (their test script): the two truncations lower the output by about half a level
+    assert main([*args, "-o", str(tmp_path / "authors"), "--quantization", "authors"]) == 0
+    authors = np.asarray(Image.open(tmp_path / "authors" / "colour.png")).astype(float).mean()
+    assert 0.2 < fixed.mean() - authors < 0.8
 
 
 def test_codiff_options_with_another_checkpoint_are_an_error(tmp_path, capsys):

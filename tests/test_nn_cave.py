@@ -1,5 +1,6 @@
-"""CaVE: shapes at the paper's widths, padding to the stride, the QF head's range, the decoder, and conversion of
-the authors' state-dict layout (checked against an independent functional forward of that layout)."""
+"""CaVE: shapes at the paper's widths, padding to the stride or to 8 as the authors, the QF head's range, the decoder,
+and conversion of the authors' state-dict layout (checked against an independent functional forward of that layout,
+tests/codiff_authors_forward.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from codiff_authors_forward import authors_cave_forward, authors_visual_embedding
 from jpegrestore.nn.cave import CaVE, convert_authors_state_dict, quality_from_prediction, quality_target
 
 TINY = dict(channels=(4, 8, 8, 16), blocks=1)
@@ -159,52 +161,6 @@ def _random_authors_state(nc: tuple[int, int, int, int] = (64, 128, 256, 512)) -
     return state
 
 
-def _authors_forward(state: dict[str, torch.Tensor], x: torch.Tensor, nb: int = 4):
-    """The authors' CaVE forward written functionally from their definition: eval-mode BN (eps 1e-4), decoder
-    blocks x + (1 * res(x) + 1), input padded to a multiple of 8. -> (tokens, qf [B], reconstruction)."""
-
-    def conv(name: str, t: torch.Tensor, stride: int = 1, padding: int = 1) -> torch.Tensor:
-        return F.conv2d(t, state[f"{name}.weight"], state[f"{name}.bias"], stride=stride, padding=padding)
-
-    def res(name: str, t: torch.Tensor) -> torch.Tensor:
-        r = conv(f"{name}.res.0", t)
-        bn = f"{name}.res.1"
-        r = F.batch_norm(r, state[f"{bn}.running_mean"], state[f"{bn}.running_var"], state[f"{bn}.weight"],
-                         state[f"{bn}.bias"], training=False, eps=1e-4)
-        return conv(f"{name}.res.3", F.relu(r))
-
-    h, w = x.shape[-2:]
-    x = F.pad(x, (0, -w % 8, 0, -h % 8), mode="replicate")
-    x1 = conv("m_head", x)
-    skips = [x1]
-    t = x1
-    for name, k in (("m_down1", 2), ("m_down2", 4), ("m_down3", 4)):
-        for i in range(nb):
-            t = t + res(f"{name}.{i}", t)
-        t = conv(f"{name}.{nb}", t, stride=k, padding=0)
-        skips.append(t)
-    for i in range(nb):
-        t = t + res(f"m_body_encoder.{i}", t)
-    tokens = t.flatten(2).transpose(1, 2)
-    q = t
-    for i in range(nb):
-        q = q + res(f"qf_pred.{i}", q)
-    q = q.mean((2, 3))
-    q = F.relu(F.linear(q, state[f"qf_pred.{nb + 2}.weight"], state[f"qf_pred.{nb + 2}.bias"]))
-    q = F.relu(F.linear(q, state[f"qf_pred.{nb + 4}.weight"], state[f"qf_pred.{nb + 4}.bias"]))
-    q = torch.sigmoid(F.linear(q, state[f"qf_pred.{nb + 6}.weight"], state[f"qf_pred.{nb + 6}.bias"]))
-    for i in range(nb):
-        t = t + res(f"m_body_decoder.{i}", t)
-    t = t + skips[3]
-    for name, k, skip in (("m_up3", 4, skips[2]), ("m_up2", 4, skips[1]), ("m_up1", 2, skips[0])):
-        t = F.conv_transpose2d(t, state[f"{name}.0.weight"], state[f"{name}.0.bias"], stride=k)
-        for i in range(1, nb + 1):
-            t = t + (1.0 * res(f"{name}.{i}", t) + 1.0)
-        t = t + skip
-    out = conv("m_tail", t)[..., :h, :w]
-    return tokens, q.squeeze(1), out
-
-
 @pytest.fixture(scope="module")
 def authors() -> dict[str, torch.Tensor]:
     return _random_authors_state()
@@ -217,7 +173,7 @@ def test_conversion_reproduces_the_authors_forward(authors: dict[str, torch.Tens
     x = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(4))  # multiples of 32: same padding
     with torch.no_grad():
         tokens, quality, restored = model.forward_all(x)
-        ref_tokens, ref_quality, ref_restored = _authors_forward(authors, x)
+        ref_tokens, ref_quality, ref_restored = authors_cave_forward(authors, x)
     assert tokens.shape == ref_tokens.shape == (1, 2, 512)
     torch.testing.assert_close(tokens, ref_tokens, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(quality, ref_quality, rtol=1e-4, atol=1e-5)
@@ -241,3 +197,38 @@ def test_conversion_accepts_dataparallel_prefix_and_rejects_other_layouts(
     wide = {k: torch.empty(s, device="meta") for k, s in _authors_layout((128, 256, 512, 1024)).items()}  # their class default
     with pytest.raises(ValueError, match="mis-shaped"):
         convert_authors_state_dict(wide)
+
+
+@pytest.mark.parametrize(("height", "width", "grid"), [(88, 120, (2, 3)), (96, 128, (3, 4)), (70, 45, (2, 1))])
+def test_authors_padding_gives_their_token_grid_and_tokens(height, width, grid) -> None:
+    """pad_multiple=8: floor(H8/32) x floor(W8/32) tokens, equal to their get_visual_embedding (88x120: 6 tokens
+    where padding to 32 gives 12; 70x45 -> 72x48: 2x1). Narrow widths; their encoder keys are ours."""
+    narrow = (8, 8, 16, 16)
+    state = _random_authors_state(narrow)
+    model = CaVE(channels=narrow, blocks=4, init_gain=None, pad_multiple=8).eval()
+    model.load_state_dict(state, strict=True)
+    x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        tokens = model.embed(x)
+        reference = authors_visual_embedding(state, x)
+    assert model.token_grid(height, width) == grid
+    assert tokens.shape == reference.shape == (1, grid[0] * grid[1], 16)
+    torch.testing.assert_close(tokens, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_pad_multiple_changes_tokens_only_off_the_stride() -> None:
+    torch.manual_seed(6)
+    ours, theirs = CaVE(**TINY).eval(), CaVE(**TINY, pad_multiple=8).eval()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.rand(1, 3, 88, 120)
+    assert ours.embed(x).shape[1] == 12 and theirs.embed(x).shape[1] == 6
+    same = torch.rand(1, 3, 64, 96)
+    assert torch.equal(ours.embed(same), theirs.embed(same))
+    tiny = torch.rand(1, 3, 20, 100)  # 24 rows after padding to 8: padded to 32, one row of tokens
+    assert theirs.token_grid(20, 100) == (1, 3) and theirs.embed(tiny).shape[1] == 3
+    assert torch.equal(theirs.pad(tiny)[..., 31, :100], tiny[..., 19, :])
+    with pytest.raises(ValueError, match=r"pad_multiple=8\) dropped .* use pad_multiple=32"):
+        theirs.reconstruct(x)
+    assert theirs.reconstruct(same).shape == same.shape
+    with pytest.raises(ValueError, match="pad_multiple must be 32"):
+        CaVE(**TINY, pad_multiple=16)

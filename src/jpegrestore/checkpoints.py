@@ -156,7 +156,9 @@ def checkpoint_description(source: CheckpointSource) -> list[str]:
     """Header lines saying what a checkpoint was trained with (for evaluation summaries).
 
     -> e.g. ``["recipe: qgac_stage3", "QGAC frequency grouping: isolated", "DCT statistics: computed ...",
-    "texture network: minc_vgg16"]``; entries the checkpoint does not record are left out.
+    "texture network: minc_vgg16"]``, or for converted CODiff weights ``"CaVE input padded to a multiple of 8 (the
+    authors' code)"``, ``"method options recorded: quantization=authors"``; entries the checkpoint does not
+    record are left out.
     """
     meta = Checkpoint.of(source).meta
     network = meta.get("network", {})
@@ -167,4 +169,10 @@ def checkpoint_description(source: CheckpointSource) -> list[str]:
         lines.append(f"DCT statistics: {meta['dct_stats']}")
     if meta.get("texture_network"):
         lines.append(f"texture network: {meta['texture_network']}")
+    cave = network.get("cave")
+    if isinstance(cave, dict) and cave.get("pad_multiple", 32) != 32:
+        lines.append(f"CaVE input padded to a multiple of {cave['pad_multiple']} (the authors' code)")
+    if meta.get("method_options"):
+        options = ", ".join(f"{k}={v}" for k, v in sorted(meta["method_options"].items()))
+        lines.append(f"method options recorded: {options}")
     return lines

@@ -20,7 +20,7 @@ With ``--samples N`` a stochastic method (one whose checkpoint names a sampling 
 ``<stem>_s0.png`` ... , and ``--std-map`` adds ``<stem>_std.png``, the per-pixel standard deviation over the
 draws (mean over colour channels, scaled so that white is the file's largest value, printed beside it).
 CODiff checkpoints rebuild their Stable Diffusion base (``--pretrained`` to point elsewhere) and tile in
-latent space; ``--latent``, ``--seed`` and ``--no-color-fix`` set their options.
+latent space; ``--latent``, ``--seed``, ``--no-color-fix`` and ``--quantization`` set their options.
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="VAE latent of the JPEG: mode (default, repeatable) or a seeded sample (as the authors)")
     codiff.add_argument("--no-color-fix", dest="color_fix", action="store_const", const=False, default=None,
                         help="skip the AdaIN colour fix against the JPEG (on by default, as the authors)")
+    codiff.add_argument("--quantization", choices=["float", "authors"], default=None,
+                        help="float: colour fix on the float output, rounded once; authors: truncated to 8 bits, "
+                             "colour fix, truncated again (their test script). Default: the checkpoint's "
+                             "(authors for `convert codiff`, float otherwise)")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     commands.add_parser("weights", help="list pretrained weight files and whether they are found")
     tiny = commands.add_parser("tiny-model", help="write a tiny random model through the real saving code")
@@ -177,7 +181,7 @@ def _build_method(args: argparse.Namespace):
         method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None,
                                    tile_overlap=args.tile_overlap, outside_range=args.outside_range,
                                    pretrained=args.pretrained, latent=args.latent, seed=args.seed,
-                                   color_fix=args.color_fix)
+                                   color_fix=args.color_fix, quantization=args.quantization)
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.samples > 1 and not callable(getattr(method, "sample", None)):

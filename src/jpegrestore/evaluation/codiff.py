@@ -7,14 +7,17 @@
 Per image: CaVE tokens of the whole JPEG image condition the UNet; the image (replicate-padded to a multiple
 of 8) is VAE-encoded, denoised in one step and decoded, each stage in Gaussian-blended tiles when larger
 than its tile (:mod:`jpegrestore.nn.codiff.tiling`); the padding is cropped and, by default, the colours
-are matched to the JPEG image (:func:`jpegrestore.nn.codiff.colorfix.adain_color_fix`). Grayscale JPEGs
-are restored as three equal channels and averaged back to one.
+are matched to the JPEG image (:func:`jpegrestore.nn.codiff.colorfix.adain_color_fix`), on the float output
+or, with ``quantization="authors"`` (the default for checkpoints of ``jpegrestore convert codiff``), between two
+8-bit truncations as the authors' test script. Grayscale JPEGs are restored as three equal channels and
+averaged back to one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +25,17 @@ from torch import Tensor, nn
 
 from jpegrestore import jpeg
 from jpegrestore.checkpoints import Checkpoint, CheckpointSource, load_network
-from jpegrestore.nn.codiff.colorfix import adain_color_fix
+from jpegrestore.nn.codiff.colorfix import adain_color_fix, authors_8bit_output
 from jpegrestore.nn.codiff.tiling import TileConfig, tiled_one_step
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"32": torch.float32, "16": torch.float16, "bf16": torch.bfloat16}
+#: how the output meets 8 bits: "float" (colour fix on the float output, rounded once where it is written or
+#: measured) or "authors" (truncated to 8 bits, colour fix on the levels, truncated again: their test script).
+QUANTIZATIONS = ("float", "authors")
+#: checkpoint metadata entry with method options recorded at conversion (read when an option is None).
+METHOD_OPTIONS_KEY = "method_options"
 
 
 class CODiffMethod:
@@ -46,6 +54,13 @@ class CODiffMethod:
         seed: seed of the posterior sample (``latent="sample"``); every call starts from it.
         color_fix: match each output channel's mean and std to the JPEG image (AdaIN). On by default, as the
             authors' test script, with which the paper's numbers were made; the paper does not mention it.
+        quantization: "float" or "authors" (:data:`QUANTIZATIONS`); None: the one the checkpoint records
+            (``method_options``; "authors" in checkpoints of ``jpegrestore convert codiff``), else "float".
+            "authors" returns 8-bit levels (``level / 255``) made as their test script makes them: the
+            output truncated to 8 bits, the colour fix applied to those levels, the result truncated again
+            (:func:`jpegrestore.nn.codiff.colorfix.authors_8bit_output`); "float" applies the colour fix to
+            the float output, which is rounded once where it is written or measured (half a gray level
+            brighter on average than truncating).
         tile / tile_overlap: the evaluation's coefficient-tiling options; only ``tile=0`` / None matters here
             (it turns CODiff's own tiling off); CODiff tiles in its latent space with the sizes below.
         latent_tile, latent_overlap: UNet tiles in latent pixels (paper: 96, 32).
@@ -65,6 +80,7 @@ class CODiffMethod:
         latent: str = "mode",
         seed: int = 0,
         color_fix: bool = True,
+        quantization: str | None = None,
         tile: int | None = 512,
         tile_overlap: int = 32,
         latent_tile: int = 96,
@@ -82,7 +98,11 @@ class CODiffMethod:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if latent not in ("mode", "sample"):
             raise ValueError(f"latent must be 'mode' or 'sample', got {latent!r}")
+        if quantization is not None and quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {list(QUANTIZATIONS)} or None, got {quantization!r}")
         self.device = resolve_device(device)
+        if ckpt and (network is None or quantization is None):
+            ckpt = Checkpoint.of(ckpt)  # read once: the network and the recorded options come from it
         if network is None:
             if not ckpt:
                 raise ValueError("method=codiff needs a checkpoint: pass ckpt=PATH")
@@ -93,6 +113,11 @@ class CODiffMethod:
         self.name = name or "codiff"
         self.ckpt = str(ckpt) if ckpt else None
         self.color_fix = bool(color_fix)
+        if quantization is None:
+            quantization = recorded_method_options(ckpt).get("quantization", "float") if ckpt else "float"
+            if quantization not in QUANTIZATIONS:
+                raise ValueError(f"{ckpt} records quantization {quantization!r}, not one of {list(QUANTIZATIONS)}")
+        self.quantization = quantization
         self.dtype = PRECISIONS[precision]
         self.tiles = TileConfig(latent_tile, latent_overlap, encoder_tile, encoder_overlap, decoder_tile,
                                 decoder_overlap, enabled=bool(tile))
@@ -123,7 +148,9 @@ class CODiffMethod:
             raise ValueError(f"CODiff restores RGB or grayscale images, got {image.shape[1]} channels")
         rgb = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
         restored = self.restore_rgb(rgb)
-        if self.color_fix:
+        if self.quantization == "authors":
+            restored = authors_8bit_output(restored, rgb, self.color_fix)
+        elif self.color_fix:
             restored = adain_color_fix(restored, rgb)
         if image.shape[1] == 1:
             restored = restored.mean(dim=1, keepdim=True)
@@ -141,3 +168,11 @@ def load_codiff(ckpt: CheckpointSource, pretrained: str | None = None) -> nn.Mod
                          "not a CODiff generator: method=codiff needs a codiff_stage2 checkpoint")
     overrides = {"pretrained": str(pretrained)} if pretrained else None
     return load_network(ckpt, network_overrides=overrides)
+
+
+def recorded_method_options(ckpt: CheckpointSource) -> dict[str, Any]:
+    """The method options a checkpoint records (``checkpoint["jpegrestore"]["method_options"]``), {} if none."""
+    options = Checkpoint.of(ckpt).meta.get(METHOD_OPTIONS_KEY) or {}
+    if not isinstance(options, dict):
+        raise ValueError(f"{ckpt}: '{METHOD_OPTIONS_KEY}' should be a mapping of method options, got {options!r}")
+    return dict(options)

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from . import colour, dct, sampling
+from .precision import full_precision
 from .coefficients import Coefficients
 from .rounding import ROUNDING_MODES, floor_div_ste, round_cubic, round_ste
 from .tables import QualityLike, quant_tables
@@ -94,6 +95,7 @@ def _resolve_tables(
 
 
 def _work_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the op computes and answers in: float64 for float64 input, else float32 (half included)."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
@@ -137,14 +139,15 @@ def _with_surrogate(rounding: str, needs_grad: bool, run: Callable[[_Arith], obj
 
 
 def _straight_through(approx: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
-    return approx + (exact.to(approx.dtype) - approx).detach()
+    """``exact`` in value (bit for bit: ``approx - approx`` is 0), ``approx``'s gradient."""
+    return exact.to(approx.dtype) + (approx - approx.detach())
 
 
 # ----------------------------------------------------------------------------------------- encode
 
 def _sample_planes(images: torch.Tensor, a: _Arith) -> list[torch.Tensor]:
     """[B, C, H, W] in [0, 1] -> C planes [B, H, W] of 8-bit samples (Y, Cb, Cr or gray)."""
-    s = images * 255
+    s = images.to(_work_dtype(images)) * 255
     if a.integer:  # integer values held in float32 (exact, see _int_floor_div)
         s = torch.floor(s.float().clamp(0, 255) + 0.5)
         ycc = colour.rgb_to_ycbcr_fixed(s) if s.shape[1] == 3 else s
@@ -230,6 +233,7 @@ def _encode(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith)
     return comps
 
 
+@full_precision
 def encode(
     images: torch.Tensor,
     quality: Optional[QualityLike] = None,
@@ -248,7 +252,9 @@ def encode(
         rounding: "ste" (default: bit-exact forward, straight-through gradient), "cubic" (float
             forward with Shin & Song's surrogate) or "exact" (bit-exact, no gradient).
     Returns:
-        :class:`Coefficients` in the images' float dtype (integer values except for "cubic").
+        :class:`Coefficients` in float32 (float64 for float64 images; bfloat16/float16 images are
+        computed and answered in float32), integer values except for "cubic". The same bits under
+        any autocast / TF32 setting.
     """
     _check_images(images)
     _check_rounding(rounding)
@@ -314,10 +320,12 @@ def _check_coeffs(coeffs: Coefficients) -> None:
                 raise ValueError(f"{name} block grid {tuple(c.shape[1:3])} does not match luma grid {hb}x{wb}")
 
 
+@full_precision
 def decode(coeffs: Coefficients, rounding: str = "ste") -> torch.Tensor:
     """Decode coefficients as libjpeg-turbo's default decoder does (islow IDCT, fancy upsampling).
 
-    Returns float [B, C, H, W] in [0, 1] (float32, or float64 for float64 coefficients).
+    Returns float [B, C, H, W] in [0, 1]: float32 (also for half coefficients), float64 for float64
+    coefficients. The same bits under any autocast / TF32 setting.
     """
     _check_coeffs(coeffs)
     _check_rounding(rounding)
@@ -353,13 +361,13 @@ def _round_trip_adjoint(grad: torch.Tensor, subsampling: str) -> torch.Tensor:
     """
     if grad.shape[1] == 1 or subsampling == "4:4:4":
         return grad
-    to_ycc = torch.tensor(colour._RGB_TO_YCC, dtype=grad.dtype, device=grad.device)
-    to_rgb = torch.tensor(colour._YCC_TO_RGB, dtype=grad.dtype, device=grad.device)
-    g_chroma = torch.einsum("ik,bihw->bkhw", to_rgb[:, 1:], grad)  # (YCbCr -> RGB)^T, chroma rows
+    to_ycc, to_rgb = colour._RGB_TO_YCC, colour._YCC_TO_RGB
+    # (YCbCr -> RGB)^T restricted to the chroma rows, then (RGB -> YCbCr)^T from the chroma rows.
+    g_chroma = colour.mix_channels(grad, tuple(zip(*to_rgb))[1:])
     with torch.enable_grad():
         probe = torch.zeros_like(g_chroma, requires_grad=True)
         (resampled,) = torch.autograd.grad(_chroma_resampling(probe, subsampling), probe, g_chroma)
-    return grad + torch.einsum("kj,bkhw->bjhw", to_ycc[1:], resampled - g_chroma)
+    return grad + colour.mix_channels(resampled - g_chroma, tuple(zip(*to_ycc[1:])))
 
 
 class _RoundTripSTE(torch.autograd.Function):
@@ -374,10 +382,12 @@ class _RoundTripSTE(torch.autograd.Function):
         return _decode(stored, _INTEGER, images.dtype).to(images.dtype) / 255
 
     @staticmethod
+    @full_precision
     def backward(ctx, grad):
         return _round_trip_adjoint(grad, ctx.subsampling), None, None
 
 
+@full_precision
 def compress(
     images: torch.Tensor,
     quality: Optional[QualityLike] = None,
@@ -387,14 +397,17 @@ def compress(
 ) -> torch.Tensor:
     """``decode(encode(images))``: the JPEG round trip, differentiable w.r.t. images for "ste"/"cubic".
 
-    [B, C, H, W] in [0, 1] -> [B, C, H, W] in [0, 1], in the images' dtype. For "ste" this equals
-    ``decode(encode(x))`` in value and gradient but skips the block transforms in the backward pass.
+    [B, C, H, W] in [0, 1] -> [B, C, H, W] in [0, 1]: float32 (bfloat16/float16 images are computed and
+    answered in float32, which holds every 8-bit level exactly), float64 for float64 images. For "ste"
+    this equals ``decode(encode(x))`` in value and gradient but skips the block transforms in the
+    backward pass; the gradient reaching ``images`` has the images' dtype. The same bits under any
+    autocast / TF32 setting.
     """
     if rounding != "ste" or not (torch.is_grad_enabled() and images.requires_grad):
-        return decode(encode(images, quality, tables, subsampling, rounding), rounding).to(images.dtype)
+        return decode(encode(images, quality, tables, subsampling, rounding), rounding)
     _check_images(images)
     sampling.check_subsampling(subsampling)
     qt = _resolve_tables(quality, tables, images.shape[0], images.shape[1], images.device)
     work = images.to(_work_dtype(images))
     stored = subsampling if images.shape[1] == 3 else "4:4:4"
-    return _RoundTripSTE.apply(work, qt, stored).to(images.dtype)
+    return _RoundTripSTE.apply(work, qt, stored)

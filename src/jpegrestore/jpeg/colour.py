@@ -30,21 +30,35 @@ _FIX = {
 }
 
 
-def _matmul3(x: torch.Tensor, m: tuple, offset: tuple) -> torch.Tensor:
-    w = torch.tensor(m, dtype=x.dtype, device=x.device)
-    b = torch.tensor(offset, dtype=x.dtype, device=x.device)
-    return torch.einsum("ij,bjhw->bihw", w, x) + b[None, :, None, None]
+def mix_channels(x: torch.Tensor, m: tuple, offset: tuple | None = None) -> torch.Tensor:
+    """``m @ x + offset`` over the channel dim: [B, K, H, W] -> [B, len(m), H, W], as element-wise multiply-adds.
+
+    Element-wise arithmetic is what autocast, TF32 and reduced-precision matmul modes leave alone, so
+    the result is the same under every precision setting (and exact for the fixed-point tables).
+    """
+    planes = x.unbind(1)
+    out = []
+    for row, b in zip(m, offset or (0.0,) * len(m)):
+        acc = None
+        for w, p in zip(row, planes):
+            if w == 0:
+                continue
+            acc = p * w if acc is None else acc + p * w
+        if acc is None:
+            acc = torch.zeros_like(planes[0])
+        out.append(acc + b if b else acc)
+    return torch.stack(out, 1)
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     """JFIF RGB -> YCbCr in float. [B, 3, H, W] 0..255 -> [B, 3, H, W] 0..255 (chroma centred on 128)."""
-    return _matmul3(rgb, _RGB_TO_YCC, (0.0, 128.0, 128.0))
+    return mix_channels(rgb, _RGB_TO_YCC, (0.0, 128.0, 128.0))
 
 
 def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     """JFIF YCbCr -> RGB in float. [B, 3, H, W] 0..255 -> [B, 3, H, W] (not clamped)."""
     centred = ycc - torch.tensor((0.0, 128.0, 128.0), dtype=ycc.dtype, device=ycc.device)[None, :, None, None]
-    return _matmul3(centred, _YCC_TO_RGB, (0.0, 0.0, 0.0))
+    return mix_channels(centred, _YCC_TO_RGB)
 
 
 # libjpeg's fixed-point colour conversion, evaluated in float32. Every product and partial sum is
@@ -65,7 +79,7 @@ _TO_RGB_FIXED = (
 
 def rgb_to_ycbcr_fixed(rgb: torch.Tensor) -> torch.Tensor:
     """libjpeg's RGB -> YCbCr (jccolor.c). Integer-valued [B, 3, H, W] 0..255 -> float32 integers 0..255."""
-    s = _matmul3(rgb.float(), _TO_YCC_FIXED, _TO_YCC_OFFSET)
+    s = mix_channels(rgb.float(), _TO_YCC_FIXED, _TO_YCC_OFFSET)
     return torch.floor(s * (1.0 / (1 << _SCALE_BITS)))
 
 
@@ -73,5 +87,5 @@ def ycbcr_to_rgb_fixed(ycc: torch.Tensor) -> torch.Tensor:
     """libjpeg's YCbCr -> RGB (jdcolor.c), clamped. Integer-valued [B, 3, H, W] -> float32 integers 0..255."""
     ycc = ycc.float()
     centred = ycc - torch.tensor((0.0, 128.0, 128.0), device=ycc.device)[None, :, None, None]
-    chroma = _matmul3(centred, _TO_RGB_FIXED, (_ONE_HALF,) * 3)
+    chroma = mix_channels(centred, _TO_RGB_FIXED, (_ONE_HALF,) * 3)
     return (ycc[:, :1] + torch.floor(chroma * (1.0 / (1 << _SCALE_BITS)))).clamp_(0, 255)

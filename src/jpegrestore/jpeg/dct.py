@@ -10,6 +10,8 @@ from functools import lru_cache
 
 import torch
 
+from . import precision
+
 
 def image_to_blocks(image: torch.Tensor) -> torch.Tensor:
     """[B, 1, H, W] or [B, H, W] with H, W multiples of 8 -> [B, H/8, W/8, 8, 8]."""
@@ -43,21 +45,17 @@ def _dct_basis_cpu(dtype: torch.dtype) -> torch.Tensor:
     return torch.kron(c, c).to(dtype)  # [64, 64]: vec(C X C^T) = K vec(X)
 
 
-def _dct_matrix(like: torch.Tensor) -> torch.Tensor:
-    dtype = like.dtype if like.is_floating_point() else torch.float32
-    return _dct_basis_cpu(dtype).to(like.device)
-
-
 def block_dct(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal 2-D DCT-II of every 8x8 block. [..., 8, 8] -> [..., 8, 8] (differentiable)."""
-    k = _dct_matrix(x)
-    return (x.reshape(*x.shape[:-2], 64) @ k.T).reshape(x.shape)
+    """Orthonormal 2-D DCT-II of every 8x8 block. [..., 8, 8] -> [..., 8, 8] (differentiable).
+
+    Computed in x's dtype; inside the JPEG op's entry points in float64 (see :mod:`.precision`).
+    """
+    return precision.matmul(x.reshape(*x.shape[:-2], 64), _dct_basis_cpu(torch.float64).T).reshape(x.shape)
 
 
 def block_idct(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`block_dct`. [..., 8, 8] -> [..., 8, 8] (differentiable)."""
-    k = _dct_matrix(x)
-    return (x.reshape(*x.shape[:-2], 64) @ k).reshape(x.shape)
+    return precision.matmul(x.reshape(*x.shape[:-2], 64), _dct_basis_cpu(torch.float64)).reshape(x.shape)
 
 
 # ---- libjpeg-turbo's accurate integer DCT (jfdctint.c / jidctint.c), CONST_BITS=13, PASS1_BITS=2 ----

@@ -29,6 +29,7 @@ import torch
 from . import colour, dct, sampling
 from .codec import _check_coeffs, _resolve_tables
 from .coefficients import Coefficients
+from .precision import full_precision
 from .tables import QualityLike
 
 
@@ -47,6 +48,7 @@ def _float_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+@full_precision
 def float_encode(
     images: torch.Tensor,
     quality: Optional[QualityLike] = None,
@@ -69,7 +71,7 @@ def float_encode(
         quantize: round the coefficients (default). False returns the unrounded values in
             quantization-step units, a linear function of the images.
     Returns:
-        Coefficients in float32 (float64 for float64 images), whole-MCU grids, integer-valued when
+        Coefficients in float32 (float64 for float64 images; half images are computed in float32), whole-MCU grids, integer-valued when
         ``quantize``.
     """
     if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] not in (1, 3):
@@ -100,6 +102,7 @@ def float_encode(
     return Coefficients(comps[0], cb, cr, qt.to(comps[0].dtype), stored, size)
 
 
+@full_precision
 def float_decode(coeffs: Coefficients, crop: bool = False) -> torch.Tensor:
     """Float JPEG decode, the right inverse of :func:`float_encode`: no rounding, no clamping.
 

@@ -16,6 +16,7 @@ import torch
 
 from .codec import _dummy_blocks, _check_coeffs
 from .coefficients import Coefficients
+from .precision import full_precision
 
 PathLike = Union[str, os.PathLike]
 
@@ -56,6 +57,7 @@ def _validate_file(path: Path) -> None:
         raise OSError(f"{path}: corrupt JPEG file ({e})") from None
 
 
+@full_precision
 def read(path: PathLike) -> Coefficients:
     """Read a JPEG file's quantized DCT coefficients and tables exactly.
 
@@ -100,6 +102,7 @@ def read(path: PathLike) -> Coefficients:
     return coeffs
 
 
+@full_precision
 def write(path: PathLike, coeffs: Coefficients) -> None:
     """Write coefficients and tables to a baseline JPEG file (batch size 1), losslessly.
 

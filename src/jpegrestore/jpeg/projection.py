@@ -9,6 +9,7 @@ from .codec import (
     _LINEAR, _INTEGER, _ceil_div, _check_coeffs, _check_images, _encode, _unquantized,
 )
 from .coefficients import Coefficients
+from .precision import full_precision
 from .rounding import round_half_away
 
 
@@ -63,6 +64,7 @@ def _correction(images: torch.Tensor, coeffs: Coefficients, unquantized: list[to
     return delta / 255
 
 
+@full_precision
 def is_consistent(images: torch.Tensor, coeffs: Coefficients) -> torch.Tensor:
     """Whether libjpeg, re-encoding images with the coefficients' tables, reproduces them. -> Bool[B]."""
     got = _encode(images.detach(), coeffs.qt, coeffs.subsampling, _INTEGER)
@@ -81,6 +83,7 @@ def _all_in_bins(unquantized: list[torch.Tensor], coeffs: Coefficients) -> bool:
     return True
 
 
+@full_precision
 def project(
     images: torch.Tensor,
     coeffs: Coefficients,
@@ -102,7 +105,7 @@ def project(
             may need more steps than this or be out of reach, see ``is_consistent``.
         margin: how far inside each bin to aim, in quantization steps (0 <= margin < 0.5).
     Returns:
-        float [B, C, H, W] in [0, 1], in the images' dtype.
+        float [B, C, H, W] in [0, 1]: float32 (half images are computed in float32), float64 for float64.
     """
     _check_images(images)
     _check_coeffs(coeffs)
@@ -126,4 +129,4 @@ def project(
             if _all_in_bins(u, coeffs):
                 break
             y = (y + _correction(y, coeffs, u, margin)).clamp(0, 1)
-    return (first + (y - first).detach()).to(images.dtype)
+    return first + (y - first).detach()

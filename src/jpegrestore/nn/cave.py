@@ -44,6 +44,8 @@ from torch import nn
 #: downsampling factors of m_down1..3 (k2s2, k4s4, k4s4): total stride 32.
 DOWN_FACTORS = (2, 4, 4)
 STRIDE = 32
+#: multiples CaVE pads its input to: 32 (ours, every pixel reaches a token) or 8 (the authors' code).
+PAD_MULTIPLES = (STRIDE, 8)
 #: the authors' decoder blocks compute x + (1 * res(x) + 1): a FiLM-style block with fixed gamma = beta = 1.
 #: The constant beta is folded into the second conv's bias on conversion.
 AUTHORS_DECODER_BETA = 1.0
@@ -83,9 +85,15 @@ class CaVE(nn.Module):
             paper does not say; the authors' code uses 0.9, which makes the running statistics little more than
             the last batch's. We use PyTorch's 0.1 so the statistics the frozen CaVE uses in stage 2 average
             over many batches. Irrelevant for converted weights (only inference uses them).
-        pad_mode: how inputs are padded at the bottom/right to a multiple of 32 ("replicate" as the authors,
-            or "reflect"). The authors pad only to a multiple of 8, so up to 24 border rows/columns of an
-            image whose size is not a multiple of 32 never reach a token; we pad to 32 and lose nothing.
+        pad_mode: how inputs are padded at the bottom/right ("replicate" as the authors, or "reflect").
+        pad_multiple: the multiple the input is padded to. 32 (default, the stride): ceil(H/32) x ceil(W/32)
+            tokens, every pixel reaches one. 8 (the authors' code, what their released weights run with): the
+            input is padded to H8 x W8, multiples of 8, and the strided convs drop what is left over, so
+            floor(H8/32) x floor(W8/32) tokens: the last (H8 mod 32) rows and (W8 mod 32) columns, up to 24,
+            get no token of their own and enter only as context of the last tokens' receptive fields
+            (88x120: 2x3 tokens, where 32 gives 3x4). Equal for sizes that are multiples of 32. A side shorter than 32
+            after padding to 8 is padded to 32 (one token; the authors' code has none and fails). The
+            decoder (stage-1 training) needs the skips to line up: with 8, H8 and W8 must be multiples of 32.
         init_gain: gain of the orthogonal initialisation of conv/linear weights (zero biases, BatchNorm scales
             uniform in [0.1, 1]); the authors' code uses orthogonal with gain 0.2, the paper does not say.
             None keeps PyTorch's default initialisation.
@@ -100,6 +108,7 @@ class CaVE(nn.Module):
         bn_eps: float = 1e-4,
         bn_momentum: float = 0.1,
         pad_mode: str = "replicate",
+        pad_multiple: int = STRIDE,
         init_gain: float | None = 0.2,
         in_channels: int = 3,
     ) -> None:
@@ -111,10 +120,15 @@ class CaVE(nn.Module):
             raise ValueError(f"CaVE needs at least one residual block per scale, got blocks={blocks}")
         if pad_mode not in ("replicate", "reflect"):
             raise ValueError(f"pad_mode must be 'replicate' or 'reflect', got {pad_mode!r}")
+        if pad_multiple not in PAD_MULTIPLES:
+            raise ValueError(
+                f"pad_multiple must be 32 (pad to the stride) or 8 (the authors' code), got {pad_multiple!r}"
+            )
         self.channels = channels
         self.blocks = blocks
         self.qf_blocks = blocks if qf_blocks is None else int(qf_blocks)
         self.pad_mode = pad_mode
+        self.pad_multiple = int(pad_multiple)
         self.token_dim = channels[-1]
         hidden = channels[-1] if qf_hidden is None else int(qf_hidden)
 
@@ -169,10 +183,19 @@ class CaVE(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.m_head.in_channels:
             raise ValueError(f"CaVE expects images [B, {self.m_head.in_channels}, H, W], got {tuple(x.shape)}")
 
+    def padded_length(self, length: int) -> int:
+        """The length a side of ``length`` pixels is padded to: the next multiple of ``pad_multiple``, at least 32."""
+        return max(-(-length // self.pad_multiple) * self.pad_multiple, STRIDE)
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(rows, columns) of tokens for an H x W input: ceil(H/32) x ceil(W/32) with ``pad_multiple=32``,
+        floor(H8/32) x floor(W8/32) (H8, W8: H, W padded to 8; at least 1) with 8."""
+        return self.padded_length(height) // STRIDE, self.padded_length(width) // STRIDE
+
     def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad [B, 3, H, W] at the bottom/right to multiples of 32 (``pad_mode``)."""
+        """Pad [B, 3, H, W] at the bottom/right to :meth:`padded_length` (``pad_mode``)."""
         h, w = x.shape[-2:]
-        pad_h, pad_w = -h % STRIDE, -w % STRIDE
+        pad_h, pad_w = self.padded_length(h) - h, self.padded_length(w) - w
         if pad_h == 0 and pad_w == 0:
             return x
         mode = self.pad_mode
@@ -181,7 +204,7 @@ class CaVE(nn.Module):
         return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Image [B, 3, H, W] in [0, 1] -> (token map [B, C, ceil(H/32), ceil(W/32)], skips for the decoder).
+        """Image [B, 3, H, W] in [0, 1] -> (token map [B, C, *token_grid(H, W)], skips for the decoder).
 
         The skips are the outputs of m_head, m_down1, m_down2 and m_down3 (finest first).
         """
@@ -209,6 +232,13 @@ class CaVE(nn.Module):
         ``size`` = (H, W) of the unpadded input crops the result; None keeps the padded size (32h, 32w).
         """
         x1, x2, x3, x4 = skips
+        if x1.shape[-2] != STRIDE * feature_map.shape[-2] or x1.shape[-1] != STRIDE * feature_map.shape[-1]:
+            raise ValueError(
+                f"CaVE(pad_multiple={self.pad_multiple}) dropped the input's last rows/columns from the tokens "
+                f"(padded input {tuple(x1.shape[-2:])}, token grid {tuple(feature_map.shape[-2:])}), so the decoder's "
+                "skips do not line up: reconstruct inputs whose sides padded to 8 are multiples of 32, or use "
+                "pad_multiple=32"
+            )
         x = self.m_body_decoder(feature_map) + x4
         x = self.m_up3(x) + x3
         x = self.m_up2(x) + x2
@@ -221,7 +251,8 @@ class CaVE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image [B, 3, H, W] in [0, 1] -> (tokens [B, N, C], quality [B] = predicted (100 - QF) / 100 in (0, 1)).
 
-        N = ceil(H / 32) * ceil(W / 32) (64 for 256x256), C = ``token_dim``.
+        N = rows * columns of :meth:`token_grid` (ceil(H / 32) * ceil(W / 32) by default; 64 for 256x256),
+        C = ``token_dim``.
         """
         feature_map, _ = self.encode(x)
         return self.tokens_from_map(feature_map), self.predict_quality(feature_map)

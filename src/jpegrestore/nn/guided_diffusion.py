@@ -58,10 +58,13 @@ GUIDED_DIFFUSION_256_UNCOND_TENSORS = 566
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 and returned in the input's dtype (stable in half precision)."""
+    """GroupNorm computed in float32 (input and affine parameters) and returned in the input's dtype, as
+    guided-diffusion's ``GroupNorm32``: half-precision activations are normalised in float32."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
 def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -239,7 +242,11 @@ class GuidedDiffusionUNet(nn.Module):
         norm_groups: GroupNorm groups (32 in guided-diffusion; widths must be multiples of it).
 
     ``forward(x, timesteps)``: x [B, in_channels, H, W] (H, W multiples of :attr:`size_multiple`), timesteps
-    [B] -> [B, out_channels, H, W], computed in x's dtype.
+    [B] -> [B, out_channels, H, W]. The torso (input, middle and output blocks) runs in :attr:`torso_dtype`, the
+    timestep MLP and the head ``out`` in their own dtype, which is also the output's: float32, or half when the
+    whole model was cast. Half precision as the authors run it is :meth:`convert_to_fp16`: only the torso's
+    convolutions become half, every norm (computed in float32), linear layer and the head stay float32, and
+    float32 x gives a float32 output.
     """
 
     def __init__(
@@ -310,20 +317,42 @@ class GuidedDiffusionUNet(nn.Module):
         nn.init.zeros_(self.out[2].weight)
         nn.init.zeros_(self.out[2].bias)
 
+    def _torso(self) -> Iterable[nn.Module]:
+        return (self.input_blocks, self.middle_block, self.output_blocks)
+
+    @property
+    def torso_dtype(self) -> torch.dtype:
+        """dtype the input, middle and output blocks compute in (that of their convolutions)."""
+        return self.input_blocks[0][0].weight.dtype
+
+    def convert_to_fp16(self, dtype: torch.dtype = torch.float16) -> "GuidedDiffusionUNet":
+        """Cast the torso's convolutions (Conv1d/Conv2d weights and biases of the input, middle and output blocks)
+        to ``dtype`` (float16, or bfloat16), as guided-diffusion's ``convert_to_fp16`` does. -> self."""
+        for part in self._torso():
+            for module in part.modules():
+                if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+                    module.to(dtype)
+        return self
+
+    def convert_to_fp32(self) -> "GuidedDiffusionUNet":
+        """Undo :meth:`convert_to_fp16`. -> self."""
+        return self.convert_to_fp16(torch.float32)
+
     def forward(self, x: Tensor, timesteps: Tensor) -> Tensor:
         if x.shape[-2] % self.size_multiple or x.shape[-1] % self.size_multiple:
             raise ValueError(f"guided-diffusion UNet needs H and W divisible by {self.size_multiple}, "
                              f"got {tuple(x.shape[-2:])}")
-        emb = self.time_embed(timestep_embedding(timesteps.reshape(-1), self.model_channels).to(x.dtype))
+        embedding = timestep_embedding(timesteps.reshape(-1), self.model_channels)
+        emb = self.time_embed(embedding.to(self.time_embed[0].weight.dtype))
         skips = []
-        h = x
+        h = x.to(self.torso_dtype)
         for block in self.input_blocks:
             h = block(h, emb)
             skips.append(h)
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h)
+        return self.out(h.to(self.out[2].weight.dtype))
 
 
 # ---------------------------------------------------------------------------------------------------- loading

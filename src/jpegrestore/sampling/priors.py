@@ -47,6 +47,9 @@ TINY_UNET_CONFIG: dict[str, Any] = {
     "attention_head_dim": 8,
 }
 
+#: Half-precision dtypes a prior can run in.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
 #: The DDPM schedule (Ho et al. 2020), also guided-diffusion's "linear" schedule at 1000 steps.
 LINEAR_SCHEDULE: dict[str, Any] = {
     "num_train_timesteps": 1000,
@@ -292,7 +295,10 @@ def _load_file(path: Path, device: str | torch.device, dtype: torch.dtype) -> Di
 
     if isinstance(content, dict) and looks_like_guided_diffusion(content):
         model = build_guided_diffusion_from_state(content, str(path))
-        model = _frozen(model, device, dtype)
+        # Half precision as the authors run it: the torso's convolutions in half, norms and the rest in float32.
+        model = _frozen(model, device, torch.float32 if dtype in HALF_DTYPES else dtype)
+        if dtype in HALF_DTYPES:
+            model.convert_to_fp16(dtype)
         return DiffusionPrior(
             eps_model=EpsModel(model, _plain_call).eval(),
             alphas_cumprod=linear_alphas_cumprod(1000, 1e-4, 0.02),
@@ -321,6 +327,9 @@ def load_prior(
             already read :class:`~jpegrestore.checkpoints.Checkpoint`), or a Hugging Face repository id present in
             the local cache (see the module docstring).
         device, dtype: where and in which precision the network runs (``alphas_cumprod`` stays float64 on CPU).
+            A half ``dtype`` (float16 or bfloat16) for a guided-diffusion file converts only the torso's
+            convolutions, as the authors do (:meth:`~jpegrestore.nn.guided_diffusion.GuidedDiffusionUNet.convert_to_fp16`);
+            other priors are cast whole.
 
     Raises:
         FileNotFoundError: ``source`` is neither an existing path nor a cached repository (says what was expected

@@ -196,11 +196,14 @@ def read_authors_cave(path: str | Path) -> dict[str, Tensor]:
         raise ValueError(f"{path}: {error}") from error
 
 
-#: Our CaVE at the widths of the released weights (the authors' CaVE(nc=[64, 128, 256, 512], nb=4, "BR")).
+#: Our CaVE at the widths of the released weights (the authors' CaVE(nc=[64, 128, 256, 512], nb=4, "BR")),
+#: padding its input to a multiple of 8 as their code does (floor(H8/32) x floor(W8/32) tokens).
 AUTHORS_CAVE_SPEC = {
     "_target_": "jpegrestore.nn.cave.CaVE", "channels": [64, 128, 256, 512], "blocks": 4, "bn_eps": 1e-4,
-    "init_gain": None,
+    "init_gain": None, "pad_multiple": 8,
 }
+#: CODiffMethod options recorded in the checkpoint: the output made on 8-bit levels as their test script.
+AUTHORS_METHOD_OPTIONS = {"quantization": "authors"}
 
 
 def codiff_state_dict(authors: AuthorsCODiff, cave_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -231,7 +234,11 @@ def convert_authors_files(
     """Write a jpegrestore checkpoint of the authors' released CODiff + CaVE weights. -> ``out_path``.
 
     The checkpoint records ``pretrained`` (the Stable Diffusion 2.1 base the weights belong to; never
-    stored) and is rebuilt like a trained one by :func:`jpegrestore.checkpoints.load_network`.
+    stored) and is rebuilt like a trained one by :func:`jpegrestore.checkpoints.load_network`. It
+    records the authors' behaviour where ours differs, so that evaluation reproduces their test script:
+    the CaVE pads to a multiple of 8 (``pad_multiple=8`` in the network spec) and the method makes its
+    output on 8-bit levels (``method_options``: ``quantization="authors"``, read by
+    :class:`jpegrestore.evaluation.codiff.CODiffMethod`).
     ``verify`` builds the model on ``pretrained`` and loads the weights first, so a base that does not fit
     (other module names, other cross-attention size) is reported now rather than at evaluation.
     """
@@ -270,6 +277,7 @@ def convert_authors_files(
             "trained_on": {"qualities": [8, 95], "subsamplings": ["4:2:0"]},
             "pretrained": spec["pretrained"],
             "converted_from": {"codiff": str(Path(codiff_path).resolve()), "cave": spec["cave_source"]},
+            "method_options": dict(AUTHORS_METHOD_OPTIONS),
         },
     }, out)
     return out
