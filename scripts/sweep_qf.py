@@ -1,7 +1,7 @@
 """Sweep JPEG quality 5..95: evaluate a checkpoint (or plain JPEG) and plot metrics against quality and rate.
 
-    python scripts/sweep_qf.py ckpt=logs/.../checkpoints/last.ckpt data.source=/data/LIVE1
-    make sweep-qf CKPT=logs/.../last.ckpt DATA=/data/LIVE1
+    python scripts/sweep_qf.py ckpt=logs/<experiment>/runs/<run>/checkpoints/last.ckpt data.source=/data/LIVE1
+    make sweep-qf CKPT=<run>/checkpoints/last.ckpt DATA=/data/LIVE1
 
 Writes sweep.csv, psnr/ssim/lpips_vs_quality.png, psnr_gain_vs_quality.png and rate_distortion_psnr_bpp.png
 (plus the evaluation's metrics.csv, metrics.json and summary.md) into logs/sweep_qf/runs/<timestamp>/.

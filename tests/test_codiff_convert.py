@@ -47,7 +47,7 @@ def converted(tiny_sd, authors_files, tmp_path_factory) -> Path:
 
 
 def test_converted_checkpoint_reproduces_the_authors_tensors(tiny_sd, authors_files, converted):
-    from jpegrestore.tasks.checkpoint import checkpoint_description, checkpoint_recipe, load_network
+    from jpegrestore.checkpoints import checkpoint_description, checkpoint_recipe, load_network
 
     codiff_path, cave_path, content, their_vae, their_unet = authors_files
     assert checkpoint_recipe(converted) == "codiff_stage2"
@@ -107,7 +107,7 @@ def test_convert_command(tiny_sd, authors_files, tmp_path, capsys):
     # the default base (SD 2.1 base) is not on this machine: the error says what is missing and how to get it
     assert main([*argv[:-1], str(tmp_path / "other.ckpt")]) == 1
     error = capsys.readouterr().err
-    assert "stable-diffusion-2-1-base" in error and "huggingface-cli download" in error
+    assert "stable-diffusion-2-1-base" in error and "hf download" in error
     assert not (tmp_path / "other.ckpt").exists()
 
 

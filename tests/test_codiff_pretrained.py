@@ -48,7 +48,7 @@ def test_missing_folder_names_layout_and_how_to_get_it(tmp_path):
         load_stable_diffusion(tmp_path / "nowhere")
     message = str(error.value)
     assert str(tmp_path / "nowhere") in message
-    assert "model_index.json" in message and "huggingface-cli download stabilityai/stable-diffusion-2-1-base" in message
+    assert "model_index.json" in message and "hf download stabilityai/stable-diffusion-2-1-base" in message
 
 
 def test_folder_without_unet_names_the_missing_part(tmp_path, tiny_sd):
@@ -65,7 +65,7 @@ def test_repo_id_resolves_from_local_hf_cache_only(tmp_path, tiny_sd, monkeypatc
     cache = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.delenv("JPEGRESTORE_WEIGHTS", raising=False)
-    with pytest.raises(MissingBaseModelError, match="not available locally.*huggingface-cli download someone/sd"):
+    with pytest.raises(MissingBaseModelError, match="not available locally.*hf download someone/sd"):
         resolve_pretrained("someone/sd")
     repo = cache / "models--someone--sd"
     shutil.copytree(tiny_sd, repo / "snapshots" / "abc123")

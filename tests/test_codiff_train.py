@@ -33,7 +33,7 @@ def trained(inputs, tmp_path_factory):
 
 
 def test_stage2_trains_end_to_end_and_writes_trained_tensors_only(trained):
-    from jpegrestore.tasks.checkpoint import load_network, read_checkpoint
+    from jpegrestore.checkpoints import load_network, read_checkpoint
 
     out, metrics = trained
     for name in ("train/g_l2", "train/g_dists", "train/g_gan", "train/d_loss", "val/psnr"):

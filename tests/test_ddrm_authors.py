@@ -130,7 +130,7 @@ def test_sampler_steps_use_the_authors_operator():
 def test_oracle_prior_is_exact_on_their_simulated_y_only(tmp_path):
     """A point-mass prior at x*: under the authors' operator their simulated y gives x* back to float precision,
     while a real libjpeg file of x* read through their operator does not (the operator is not libjpeg's); the
-    default operator does better on the real file. README: measured values at 96x128 and 256x256."""
+    default operator does better on the real file. docs/ddrm-jpeg.md: measured values at 96x128 and 256x256."""
     img = photo("astronaut", 96, 128, 100, 150)
     x = to_tensor(img)
     (tmp_path / "a.jpg").write_bytes(pillow_jpeg(img, 10, "4:2:0"))

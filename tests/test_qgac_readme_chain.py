@@ -1,4 +1,4 @@
-"""The README's QGAC stage 1 -> 2 -> 3 commands run through train.py as written (sample data, tiny widths, a few
+"""The QGAC stage 1 -> 2 -> 3 commands of docs/qgac.md run through train.py as written (sample data, tiny widths, a few
 steps each): every stage trains with the statistics stage 1 measured, and stage 3 with the MINC texture network."""
 
 from __future__ import annotations

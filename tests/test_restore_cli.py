@@ -103,7 +103,7 @@ def test_restore_without_projection_changes_pixels(jpeg_files, checkpoint, tmp_p
     assert restored.shape == decoded.shape
     assert 0 < np.abs(restored - decoded).mean() < 10
     # the PNG holds the network output rounded half up to 8 bits: the image evaluate.py scores (quantize_8bit)
-    from jpegrestore.tasks import load_network
+    from jpegrestore.checkpoints import load_network
 
     with torch.no_grad():
         output = load_network(checkpoint)(jpeg.read(source))[0].permute(1, 2, 0).numpy()

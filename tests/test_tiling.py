@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from jpegrestore import jpeg
-from jpegrestore.evaluation.tiling import (
+from jpegrestore.tiling import (
     Span, axis_weights, check_tiling, crop_coefficients, grid_extent, restore_tiled, tile_spans,
 )
 

@@ -14,7 +14,8 @@ from skimage.metrics import peak_signal_noise_ratio
 from conftest import TINY, compose_train, run_train
 from jpegrestore.metrics import psnrb, ssim
 from jpegrestore.nn.qgac import DCTStats
-from jpegrestore.tasks import export_interpolated, load_network
+from jpegrestore.tasks import export_interpolated
+from jpegrestore.checkpoints import load_network
 from jpegrestore.tasks.runner import build
 
 TINY_D = ["model.discriminator.base_channels=8", "model.discriminator.num_layers=2"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import TINY, compose_train, run_train
 from jpegrestore.nn.cave import CaVE
-from jpegrestore.tasks import checkpoint_recipe, load_network
+from jpegrestore.checkpoints import checkpoint_recipe, load_network
 from jpegrestore.tasks.runner import build
 
 # The shared tiny overrides without the QGAC network, crop and quality settings: CODiff's quality mixture,

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from conftest import compose_train, run_train
 from posterior_helpers import POSTERIOR_TINY, TINY_CRITIC, noisy_generator, write_random_vgg19
 from jpegrestore import jpeg
-from jpegrestore.tasks import load_network
+from jpegrestore.checkpoints import load_network
 from jpegrestore.tasks.runner import build
 
 

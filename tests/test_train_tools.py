@@ -66,7 +66,7 @@ def test_packaged_sample_stats_are_plausible():
 
 
 def test_interpolate_command(tmp_path):
-    from jpegrestore.tasks import load_network
+    from jpegrestore.checkpoints import load_network
     from jpegrestore.tasks.interpolate import main
 
     run_train([*TINY, "model=qgac_joint", "seed=1"], tmp_path / "a")

@@ -161,7 +161,7 @@ def _build_method(args: argparse.Namespace):
     from jpegrestore.evaluation.methods import JPEGDecode, checkpoint_method
 
     if args.tile:
-        from jpegrestore.evaluation.tiling import check_tiling
+        from jpegrestore.tiling import check_tiling
 
         check_tiling(args.tile, args.tile_overlap)
     if args.method == "ddrm_jpeg":

@@ -266,7 +266,7 @@ def _missing_message(spec: WeightSpec, missing: list[str], explicit_dir: Path | 
         lines.append(
             f"to fix: put a diffusers snapshot of {spec.hf_repo} (with {spec.files[0]}) into "
             f"${ENV_VAR}/{repo_name}, or copy a Hugging Face cache filled on a machine with internet "
-            f"(`huggingface-cli download {spec.hf_repo}`) to {huggingface_hub_cache_dir()}, or pass the directory"
+            f"(`hf download {spec.hf_repo}`) to {huggingface_hub_cache_dir()}, or pass the directory"
         )
     else:
         lines.append(

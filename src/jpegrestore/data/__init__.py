@@ -12,8 +12,9 @@ from .quality import (
 )
 from .scan import REASONS, BadImageError, ScanReport, decode_rgb, load_rgb, scan_source
 from .sources import (
-    IMAGE_EXTENSIONS, SAMPLE_SPLITS, FolderSource, HFSource, ImageSource, SampleSource, resolve_source,
+    IMAGE_EXTENSIONS, SAMPLE_SPLITS, FolderSource, HFSource, ImageSource, SampleSource,
 )
+from .resolve import resolve_source
 
 __all__ = [
     "RestorationDataModule", "EpochSampler", "EvalDataset", "RandomCropDataset", "ShardedSource",

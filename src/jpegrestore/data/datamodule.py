@@ -23,7 +23,8 @@ from .degrade import check_compression, collate, compress_batch
 from .quality import ChoiceQuality, QualitySampler, UniformQuality, check_quality
 from .scan import ScanReport, scan_source
 from .shards import ShardedSource, StreamCounts, StreamingCropDataset
-from .sources import ImageSource, resolve_source
+from .resolve import resolve_source
+from .sources import ImageSource
 
 log = logging.getLogger(__name__)
 

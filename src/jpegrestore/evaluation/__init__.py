@@ -10,7 +10,7 @@ from jpegrestore.evaluation.methods import (
 from jpegrestore.evaluation.runner import (
     DEFAULT_METRICS, DEFAULT_QUALITIES, EvaluationResult, Evaluator, eval_source, evaluate_config,
 )
-from jpegrestore.evaluation.tiling import restore_tiled
+from jpegrestore.tiling import restore_tiled
 
 __all__ = [
     "CheckpointMethod", "JPEGDecode", "NetworkMethod", "RestorationMethod", "build_method", "resolve_device",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jpegrestore import jpeg
+from jpegrestore.checkpoints import Checkpoint, CheckpointSource, load_network
 from jpegrestore.nn.codiff.colorfix import adain_color_fix, authors_8bit_output
 from jpegrestore.nn.codiff.tiling import TileConfig, tiled_one_step
 
@@ -73,7 +73,7 @@ class CODiffMethod:
 
     def __init__(
         self,
-        ckpt: str | Path | None = None,
+        ckpt: CheckpointSource | None = None,
         pretrained: str | None = None,
         name: str | None = None,
         device: str | torch.device = "auto",
@@ -101,6 +101,8 @@ class CODiffMethod:
         if quantization is not None and quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {list(QUANTIZATIONS)} or None, got {quantization!r}")
         self.device = resolve_device(device)
+        if ckpt and (network is None or quantization is None):
+            ckpt = Checkpoint.of(ckpt)  # read once: the network and the recorded options come from it
         if network is None:
             if not ckpt:
                 raise ValueError("method=codiff needs a checkpoint: pass ckpt=PATH")
@@ -155,12 +157,11 @@ class CODiffMethod:
         return restored.clamp(0, 1)
 
 
-def load_codiff(ckpt: str | Path, pretrained: str | None = None) -> nn.Module:
-    """The CODiff network of ``ckpt``, built on its recorded base model or on ``pretrained``. ValueError when
-    the checkpoint holds another network."""
-    from jpegrestore.tasks.checkpoint import checkpoint_metadata, load_network, read_checkpoint
-
-    meta = checkpoint_metadata(read_checkpoint(ckpt), str(ckpt))
+def load_codiff(ckpt: CheckpointSource, pretrained: str | None = None) -> nn.Module:
+    """The CODiff network of ``ckpt`` (a path or a read checkpoint), built on its recorded base model or on
+    ``pretrained``. ValueError when the checkpoint holds another network."""
+    ckpt = Checkpoint.of(ckpt)
+    meta = ckpt.meta
     target = str(meta["network"].get("_target_", ""))
     if not target.endswith(".CODiff"):
         raise ValueError(f"{ckpt} holds a {target or 'unknown network'} (recipe {meta.get('recipe')!r}), "
@@ -169,15 +170,9 @@ def load_codiff(ckpt: str | Path, pretrained: str | None = None) -> nn.Module:
     return load_network(ckpt, network_overrides=overrides)
 
 
-def recorded_method_options(ckpt: str | Path) -> dict[str, Any]:
+def recorded_method_options(ckpt: CheckpointSource) -> dict[str, Any]:
     """The method options a checkpoint records (``checkpoint["jpegrestore"]["method_options"]``), {} if none."""
-    from jpegrestore.tasks.checkpoint import checkpoint_metadata
-
-    try:
-        checkpoint = torch.load(Path(ckpt), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # same failure modes as read_checkpoint
-        raise ValueError(f"cannot read checkpoint {ckpt}: {error}") from error
-    options = checkpoint_metadata(checkpoint, str(ckpt)).get(METHOD_OPTIONS_KEY) or {}
+    options = Checkpoint.of(ckpt).meta.get(METHOD_OPTIONS_KEY) or {}
     if not isinstance(options, dict):
         raise ValueError(f"{ckpt}: '{METHOD_OPTIONS_KEY}' should be a mapping of method options, got {options!r}")
     return dict(options)

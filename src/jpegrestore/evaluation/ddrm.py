@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from jpegrestore import jpeg
+from jpegrestore.checkpoints import Checkpoint, CheckpointSource
 from jpegrestore.evaluation.methods import resolve_device
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ class DDRMJPEGMethod:
     def __init__(
         self, prior: Any = None, samples: int = 1, steps: int = 20, t_start: int = 300, eta: float = 1.0,
         eta_b: float = 0.4, seed: Optional[int] = 0, device: str | torch.device = "auto", tile: Optional[int] = None,
-        tile_overlap: int = 32, project: bool = False, name: Optional[str] = None, ckpt: Optional[str | Path] = None,
-        operator: str = "float",
+        tile_overlap: int = 32, project: bool = False, name: Optional[str] = None,
+        ckpt: Optional[CheckpointSource] = None, operator: str = "float",
     ) -> None:
         from jpegrestore.sampling import DDRMJPEG, OPERATORS, AuthorsCompression
 
@@ -64,11 +65,11 @@ class DDRMJPEGMethod:
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"method.samples must be a positive int, got {samples!r}")
         self.device = resolve_device(device)
-        if isinstance(prior, (str, Path)):
+        if isinstance(prior, (str, Path, Checkpoint)):
             from jpegrestore.sampling.priors import load_prior
 
             self.prior_source = str(prior)
-            prior = load_prior(str(prior), device=self.device)
+            prior = load_prior(prior, device=self.device)
             log.info("DDRM-JPEG prior from %s", self.prior_source)
         else:
             self.prior_source = getattr(prior, "source", type(prior).__name__)

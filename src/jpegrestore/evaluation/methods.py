@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from jpegrestore import jpeg
-from jpegrestore.evaluation.tiling import restore_tiled
+from jpegrestore.checkpoints import Checkpoint, CheckpointSource, load_network
+from jpegrestore.tiling import restore_tiled
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,13 @@ class NetworkMethod:
 class CheckpointMethod(NetworkMethod):
     """The network stored in a jpegrestore checkpoint, rebuilt from the checkpoint alone (``load_network``)."""
 
-    def __init__(self, ckpt: str | Path | None = None, name: str | None = None, device: str | torch.device = "cpu",
-                 tile: int | None = 512, tile_overlap: int = 32) -> None:
+    def __init__(self, ckpt: CheckpointSource | None = None, name: str | None = None,
+                 device: str | torch.device = "cpu", tile: int | None = 512, tile_overlap: int = 32) -> None:
         if not ckpt:
             raise ValueError("method=checkpoint needs a checkpoint: pass ckpt=PATH")
-        from jpegrestore.tasks.checkpoint import checkpoint_recipe, load_network
-
-        network = load_network(ckpt, map_location="cpu")
-        label = name or checkpoint_recipe(ckpt)
+        checkpoint = Checkpoint.of(ckpt)
+        network = load_network(checkpoint, map_location="cpu")
+        label = name or checkpoint.recipe
         log.info("loaded %s (%s) from %s", type(network).__name__, label, ckpt)
         super().__init__(network, label, device, tile, tile_overlap)
         self.ckpt = str(ckpt)
@@ -175,7 +174,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def checkpoint_method(
-    ckpt: str | Path | None = None, name: str | None = None, device: str | torch.device = "auto",
+    ckpt: CheckpointSource | None = None, name: str | None = None, device: str | torch.device = "auto",
     tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn", **options: object,
 ) -> RestorationMethod:
     """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``, e.g. CODiff's,
@@ -187,13 +186,13 @@ def checkpoint_method(
     ``outside_range`` ("warn" | "skip" | "run", see :mod:`jpegrestore.evaluation.domain`).
     """
     from jpegrestore.evaluation.domain import guard
-    from jpegrestore.tasks.checkpoint import checkpoint_metadata, read_checkpoint
     from jpegrestore.utils.instantiate import instantiate_object
 
     if not ckpt:
         raise ValueError("method=checkpoint needs a checkpoint: pass ckpt=PATH")
     options = {k: v for k, v in options.items() if v is not None}
-    meta = checkpoint_metadata(read_checkpoint(ckpt), str(ckpt))
+    ckpt = Checkpoint.of(ckpt)  # read once; the method's class gets the object
+    meta = ckpt.meta
     if meta.get("not_a_restorer"):
         raise ValueError(f"{ckpt} is a {meta.get('recipe', 'unknown')} checkpoint, not a JPEG restorer: "
                          f"{meta['not_a_restorer']}")
@@ -207,14 +206,14 @@ def checkpoint_method(
         method = CheckpointMethod(ckpt, name=name, device=device, tile=tile, tile_overlap=tile_overlap)
     else:
         method = instantiate_object(
-            {"_target_": target, "ckpt": str(ckpt), "name": name, "device": device, "tile": tile,
+            {"_target_": target, "ckpt": ckpt, "name": name, "device": device, "tile": tile,
              "tile_overlap": tile_overlap, **options}
         )
     return guard(method, meta.get("trained_on"), outside_range)
 
 
 def build_method(
-    config: object | None, ckpt: str | Path | None = None, device: str | torch.device = "auto",
+    config: object | None, ckpt: CheckpointSource | None = None, device: str | torch.device = "auto",
     tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn", pretrained: str | None = None,
 ) -> RestorationMethod:
     """A method from its config (``{_target_: ..., **kwargs}``); ``None``, ``{}`` or ``{name: auto}`` picks

@@ -11,14 +11,14 @@ averaging; their mean lies in the same quantization bins (the bins are convex), 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from jpegrestore import jpeg
+from jpegrestore.checkpoints import CheckpointSource, load_network
 from jpegrestore.evaluation.methods import resolve_device
-from jpegrestore.evaluation.tiling import restore_tiled
+from jpegrestore.tiling import restore_tiled
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,11 @@ class PosteriorMethod:
         name: label in tables (default ``posterior`` with ``-P`` / ``-A<S>`` suffixes).
     """
 
-    def __init__(self, ckpt: str | Path | None = None, device: str | torch.device = "auto", tile: int | None = 512,
+    def __init__(self, ckpt: CheckpointSource | None = None, device: str | torch.device = "auto", tile: int | None = 512,
                  tile_overlap: int = 32, samples: int | None = None, project: bool | None = None,
                  seed: int | None = None, name: str | None = None) -> None:
         if not ckpt:
             raise ValueError("PosteriorMethod needs a posterior_gan checkpoint: pass ckpt=PATH")
-        from jpegrestore.tasks.checkpoint import load_network
-
         self.samples = 1 if samples is None else int(samples)
         if self.samples < 1:
             raise ValueError(f"method.samples must be >= 1, got {samples}")

@@ -333,6 +333,10 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
         return default if value is None and default is not None else to_plain(value)
 
     ckpt = get("ckpt")
+    if ckpt:  # read once: the method, its network and the header all take this object
+        from jpegrestore.checkpoints import Checkpoint
+
+        ckpt = Checkpoint.read(ckpt)
     method = build_method(cfg.get("method"), ckpt, get("device", "auto"), get("tile"), int(get("tile_overlap", 32)),
                           get("outside_range", "warn"), pretrained=get("pretrained"))
     source = eval_source(cfg.get("data"))
@@ -345,9 +349,9 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
     )
     header = [f"data: {getattr(source, 'where', source)} ({len(source)} images)"]
     if ckpt:
-        from jpegrestore.tasks.checkpoint import checkpoint_description
+        from jpegrestore.checkpoints import checkpoint_description
 
-        header[:0] = [f"checkpoint: {ckpt}", *checkpoint_description(ckpt)]
+        header[:0] = [f"checkpoint: {ckpt}", *checkpoint_description(ckpt)]  # the path, then what it records
     domain = getattr(method, "domain", None)
     if domain is not None:
         from jpegrestore.evaluation.domain import qualities_outside

@@ -17,7 +17,7 @@ Any size: the sampler works on the MCU canvas the coefficients describe (where H
 exactly), padded further by edge replication to the prior's ``size_multiple`` (or to its fixed
 ``image_size``); the padding beyond the canvas is unobserved (H ignores it, H+ extends the decode by
 replication). The result is cropped back to the image. Images larger than ``tile`` are restored in
-MCU-aligned tiles blended with ramps (:func:`jpegrestore.evaluation.tiling.restore_tiled`). A grayscale JPEG
+MCU-aligned tiles blended with ramps (:func:`jpegrestore.tiling.restore_tiled`). A grayscale JPEG
 restored with an RGB prior is measured through the luma of the drawn RGB image, and the result is that luma.
 """
 
@@ -40,7 +40,7 @@ MODES = ("jpeg", "dequantize")
 #: JFIF colour, any layout; fits real libjpeg files) and ``authors`` (the authors' code: top-left chroma, 4-digit
 #: colour, 4:2:0 only; :mod:`jpegrestore.sampling.authors_jpeg`).
 OPERATORS = ("float", "authors")
-_ALIGN = 16  # tiles start on the 16-pixel grid (evaluation.tiling.ALIGN)
+_ALIGN = 16  # tiles start on the 16-pixel grid (jpegrestore.tiling.ALIGN)
 
 
 def _ceil_to(n: int, m: int) -> int:
@@ -277,7 +277,7 @@ class DDRMJPEG:
         return samples if return_samples else samples.mean(0)
 
     def _tiled(self, coeffs: jpeg.Coefficients, num_samples: int, generator: Optional[torch.Generator]) -> Tensor:
-        from jpegrestore.evaluation.tiling import restore_tiled
+        from jpegrestore.tiling import restore_tiled
 
         def restore(part: jpeg.Coefficients) -> Tensor:  # draws folded into channels: [B, S*C, h, w]
             draws = self._draws(part, num_samples, generator)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from jpegrestore import weights
+from jpegrestore.checkpoints import Checkpoint, build_network, checkpoint_metadata, network_state_dict
 
 #: The ``ddpm_prior`` recipe's name in its checkpoints (``checkpoint["jpegrestore"]["recipe"]``).
 DDPM_PRIOR_RECIPE = "ddpm_prior"
@@ -259,8 +260,6 @@ def load_ddpm_prior_checkpoint(
     checkpoint: dict[str, Any], path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> DiffusionPrior:
     """The UNet of a ``ddpm_prior`` checkpoint (``state_dict`` holds the EMA weights) and its schedule."""
-    from jpegrestore.tasks.checkpoint import build_network, checkpoint_metadata, network_state_dict
-
     meta = checkpoint_metadata(checkpoint, str(path))
     recipe = meta.get("recipe")
     if recipe != DDPM_PRIOR_RECIPE or "scheduler" not in meta:
@@ -319,13 +318,14 @@ def _load_file(path: Path, device: str | torch.device, dtype: torch.dtype) -> Di
 
 
 def load_prior(
-    source: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    source: str | os.PathLike[str] | Checkpoint, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> DiffusionPrior:
     """Load an unconditional diffusion prior from a local path or a locally cached Hugging Face id.
 
     Args:
-        source: a diffusers folder, a guided-diffusion ``.pt`` file, a ``ddpm_prior`` checkpoint, or a Hugging
-            Face repository id present in the local cache (see the module docstring).
+        source: a diffusers folder, a guided-diffusion ``.pt`` file, a ``ddpm_prior`` checkpoint (a path or an
+            already read :class:`~jpegrestore.checkpoints.Checkpoint`), or a Hugging Face repository id present in
+            the local cache (see the module docstring).
         device, dtype: where and in which precision the network runs (``alphas_cumprod`` stays float64 on CPU).
             A half ``dtype`` (float16 or bfloat16) for a guided-diffusion file converts only the torso's
             convolutions, as the authors do (:meth:`~jpegrestore.nn.guided_diffusion.GuidedDiffusionUNet.convert_to_fp16`);
@@ -336,6 +336,8 @@ def load_prior(
             and where it looked).
         ValueError: an unknown format, a scheduler without betas, a non-epsilon prior, mismatched weights.
     """
+    if isinstance(source, Checkpoint):
+        return load_ddpm_prior_checkpoint(source.data, source.path, device, dtype)
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -350,7 +352,7 @@ def load_prior(
         raise FileNotFoundError(
             f"prior {text!r} is neither a local path nor in the local Hugging Face cache "
             f"({weights.huggingface_hub_cache_dir()}; ${weights.ENV_VAR}: {env}). Nothing is downloaded: fetch it "
-            f"on a machine with internet (`huggingface-cli download {text}`) and copy the cache, or pass the folder"
+            f"on a machine with internet (`hf download {text}`) and copy the cache, or pass the folder"
         )
     raise FileNotFoundError(
         f"prior not found: {path} (expected a diffusers UNet2DModel folder, a guided-diffusion .pt file such as "

@@ -18,7 +18,7 @@ from torch import nn
 
 from jpegrestore.data.shift import shifted_crop
 from jpegrestore.metrics.protocol import quantize_8bit
-from jpegrestore.tasks.checkpoint import FORMAT_VERSION, METADATA_KEY
+from jpegrestore.checkpoints import FORMAT_VERSION, METADATA_KEY
 from jpegrestore.tasks.validation import QualityBinnedMean
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 from jpegrestore.utils.logging import get_logger

@@ -23,7 +23,7 @@ from torch import nn
 
 from jpegrestore.losses import mse_loss, nonsaturating_discriminator_loss, nonsaturating_generator_loss
 from jpegrestore.tasks.base import AdversarialTask, GridShiftedCrops
-from jpegrestore.tasks.checkpoint import METADATA_KEY
+from jpegrestore.checkpoints import METADATA_KEY
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 from jpegrestore.utils.logging import get_logger
 

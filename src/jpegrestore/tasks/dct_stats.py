@@ -76,7 +76,7 @@ def checkpoint_dct_stats(path: str | Path) -> tuple[Any, str]:
     report ``PRIOR_ORIGIN`` when their buffers equal the prior, else "carried by <path>".
     """
     from jpegrestore.nn.qgac import DCTStats
-    from jpegrestore.tasks.checkpoint import checkpoint_metadata, network_state_dict, read_checkpoint
+    from jpegrestore.checkpoints import checkpoint_metadata, network_state_dict, read_checkpoint
 
     checkpoint = read_checkpoint(path)
     meta = checkpoint_metadata(checkpoint, str(path))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from jpegrestore.sampling.priors import DDPM_PRIOR_RECIPE, LINEAR_SCHEDULE
 from jpegrestore.tasks.base import RestorationTask
-from jpegrestore.tasks.checkpoint import METADATA_KEY
+from jpegrestore.checkpoints import METADATA_KEY
 from jpegrestore.utils.logging import get_logger
 from jpegrestore.utils.seeding import keyed_generator
 

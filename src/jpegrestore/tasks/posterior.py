@@ -30,7 +30,7 @@ from jpegrestore.losses import (
     second_moment_loss,
 )
 from jpegrestore.tasks.base import AdversarialTask, RestorationTask
-from jpegrestore.tasks.checkpoint import METADATA_KEY, checkpoint_recipe, load_network
+from jpegrestore.checkpoints import METADATA_KEY, checkpoint_recipe, load_network
 from jpegrestore.tasks.schedules import piecewise_linear
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 

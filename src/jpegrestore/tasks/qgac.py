@@ -20,7 +20,7 @@ from jpegrestore import jpeg
 from jpegrestore.losses import L1SSIMLoss, TextureLoss, l1_loss, ragan_discriminator_loss, ragan_generator_loss
 from jpegrestore.tasks.base import AdversarialTask, RestorationTask
 from jpegrestore.nn.qgac import DCTStats
-from jpegrestore.tasks.checkpoint import (
+from jpegrestore.checkpoints import (
     FORMAT_VERSION,
     METADATA_KEY,
     checkpoint_metadata,

@@ -1,7 +1,7 @@
 """Turning config mappings (``{"_target_": "pkg.Class", **kwargs}``) into objects, without Hydra magic.
 
 Tasks keep their sub-configs as plain dicts so the exact constructor arguments can be stored in checkpoints
-and replayed by :func:`jpegrestore.tasks.checkpoint.load_network`.
+and replayed by :func:`jpegrestore.checkpoints.load_network`.
 """
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ def convert_authors_files(
     """Write a jpegrestore checkpoint of the authors' released CODiff + CaVE weights. -> ``out_path``.
 
     The checkpoint records ``pretrained`` (the Stable Diffusion 2.1 base the weights belong to; never
-    stored) and is rebuilt like a trained one by :func:`jpegrestore.tasks.checkpoint.load_network`. It
+    stored) and is rebuilt like a trained one by :func:`jpegrestore.checkpoints.load_network`. It
     records the authors' behaviour where ours differs, so that evaluation reproduces their test script:
     the CaVE pads to a multiple of 8 (``pad_multiple=8`` in the network spec) and the method makes its
     output on 8-bit levels (``method_options``: ``quantization="authors"``, read by

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jpegrestore.checkpoints import Checkpoint, load_network
 from jpegrestore.nn.codiff.lora import (
     PEFT_DEFAULT_ALPHA,
     UNET_ADAPTERS,
@@ -49,23 +50,18 @@ VAE_LORA_FILE = "vae_encoder_lora.safetensors"
 EXTRA_WEIGHTS_FILE = "codiff_weights.safetensors"
 
 
-def load_cave_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """(frozen CaVE in eval mode, its network spec) from a stage-1 checkpoint (recipe ``"cave"``).
+def load_cave_checkpoint(path: str | os.PathLike[str] | Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
+    """(frozen CaVE in eval mode, its network spec) from a stage-1 checkpoint (recipe ``"cave"``), read once.
 
     FileNotFoundError / ValueError name the file (and, for another recipe, which one it is).
     """
-    from jpegrestore.tasks.checkpoint import checkpoint_metadata, load_network, read_checkpoint
-
-    checkpoint = read_checkpoint(path)
-    meta = checkpoint_metadata(checkpoint, str(path))
-    recipe = meta.get("recipe", "unknown")
-    if recipe != "cave":
+    checkpoint = Checkpoint.of(path)
+    if checkpoint.recipe != "cave":
         raise ValueError(
-            f"{path} was written by recipe {recipe!r}, not by CaVE stage 1 ('cave'): model.cave_checkpoint must "
-            "be a checkpoint of `python train.py experiment=codiff_stage1`"
+            f"{checkpoint} was written by recipe {checkpoint.recipe!r}, not by CaVE stage 1 ('cave'): "
+            "model.cave_checkpoint must be a checkpoint of `python train.py experiment=codiff_stage1`"
         )
-    cave = load_network(path)
-    return cave, dict(meta["network"])
+    return load_network(checkpoint), checkpoint.network_spec
 
 
 class CODiff(nn.Module):

@@ -28,8 +28,8 @@ MODEL_INDEX = "model_index.json"
 #: subfolder -> the config file diffusers reads from it.
 REQUIRED_PARTS = {"vae": "config.json", "unet": "config.json", "scheduler": "scheduler_config.json"}
 _HOW_TO_GET = (
-    "to get it, on a machine with internet run `huggingface-cli download {repo}` (or "
-    "`huggingface-cli download {repo} --local-dir DIR`) and copy the Hugging Face cache or DIR here; "
+    "to get it, on a machine with internet run `hf download {repo}` (or "
+    "`hf download {repo} --local-dir DIR`) and copy the Hugging Face cache or DIR here; "
     "for a smoke test, `jpegrestore tiny-model sd DIR` writes a tiny random model in the same layout"
 )
 
