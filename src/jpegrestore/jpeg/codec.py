@@ -195,15 +195,28 @@ def _dummy_blocks(y: torch.Tensor, size: tuple[int, int], subsampling: str) -> t
     return torch.where(real[None, :, :, None, None], y, dummy)
 
 
-def _quantize(plane: torch.Tensor, q: torch.Tensor, a: _Arith) -> torch.Tensor:
-    """[B, H, W] samples, q [B, 1, 1, 8, 8] -> quantized coefficients [B, H/8, W/8, 8, 8]."""
-    blocks = dct.image_to_blocks(plane)
-    if a.integer:
-        x = dct.fdct_islow(blocks - 128).float()  # 8x the orthonormal DCT, |x| < 2**15
-        q8 = q.float() * 8
-        # libjpeg: sign(x) * ((|x| + 4q) // 8q), exact in float32 (see _int_floor_div).
-        return torch.sign(x) * torch.floor((x.abs() + q8 / 2) / q8)
-    return a.quantize(dct.block_dct(blocks - 128) / q)
+def _per_block(plane: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A plane [B, H, W] as [B, H/8, 8, W/8, 8] and a table [B, 8, 8] as [B, 1, 8, 1, 8]: combined element-wise,
+    every block meets the table."""
+    b, h, w = plane.shape
+    return plane.view(b, h // 8, 8, w // 8, 8), table[:, None, :, None, :]
+
+
+def _quantize_islow(plane: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Integer-valued samples [B, H, W] (0..255, whole blocks), table q [B, 8, 8] -> libjpeg's quantized islow
+    coefficients in plane layout (float32 [B, H, W], each block in place)."""
+    x = dct.fdct_islow_plane(plane - 128).float()  # 8x the orthonormal DCT, |x| < 2**15
+    xb, q8 = _per_block(x, q.float() * 8)
+    # libjpeg: sign(x) * ((|x| + 4q) // 8q), exact in float32 (see _int_floor_div).
+    out = xb.abs().add_(q8 / 2).div_(q8).floor_()
+    return out.copysign_(xb).view(x.shape)
+
+
+def _samples_islow(coefficients: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Integer-valued quantized coefficients in plane layout [B, H, W], table q [B, 8, 8] -> libjpeg's islow
+    samples, float32 [B, H, W] in 0..255 (the product is taken in float64: exact for any 16-bit values)."""
+    cb, qb = _per_block(coefficients.double(), q.double())
+    return dct.idct_islow_plane((cb * qb).view(coefficients.shape)).float()
 
 
 def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
@@ -215,19 +228,21 @@ def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _A
     out = []
     for i, p in enumerate(planes):
         q = qt[:, i, None, None]
-        blocks = dct.image_to_blocks(p)
         if a.integer:
-            out.append(dct.fdct_islow(blocks - 128).to(q.dtype) / (q * 8))
+            out.append(dct.image_to_blocks(dct.fdct_islow_plane(p - 128)).to(q.dtype) / (q * 8))
         else:
-            out.append(dct.block_dct(blocks - 128) / q.to(blocks.dtype))
+            out.append(dct.block_dct(dct.image_to_blocks(p) - 128) / q.to(p.dtype))
     return out
 
 
 def _encode(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
     size = tuple(images.shape[-2:])
     planes = _component_planes(_sample_planes(images, a), subsampling, a)
-    comps = [_quantize(p, qt[:, i, None, None].to(p.dtype if not a.integer else qt.dtype), a)
-             for i, p in enumerate(planes)]
+    if a.integer:
+        comps = [dct.image_to_blocks(_quantize_islow(p, qt[:, i])).contiguous() for i, p in enumerate(planes)]
+    else:
+        comps = [a.quantize(dct.block_dct(dct.image_to_blocks(p) - 128) / qt[:, i, None, None].to(p.dtype))
+                 for i, p in enumerate(planes)]
     if len(comps) == 3:
         comps[0] = _dummy_blocks(comps[0], size, subsampling)
     return comps
@@ -280,20 +295,33 @@ def encode(
 
 def _decode(coeffs: Coefficients, a: _Arith, dtype: torch.dtype) -> torch.Tensor:
     """Coefficients -> samples [B, C, H, W] in 0..255 (integer-valued float32, or float)."""
-    height, width = coeffs.size
     planes = []
     for i, c in enumerate(coeffs.components()):
-        q = coeffs.qt[:, i, None, None]
         if a.integer:
             c = c.round() if c.is_floating_point() else c
-            samples = dct.idct_islow(c.double() * q.double())
+            planes.append(_samples_islow(dct.blocks_to_plane(c), coeffs.qt[:, i]))
         else:
+            q = coeffs.qt[:, i, None, None]
             samples = a.clamp255(a.round(dct.block_idct(c.to(dtype) * q.to(dtype)) + 128))
-        planes.append(dct.blocks_to_plane(samples))
+            planes.append(dct.blocks_to_plane(samples))
+    return _assemble(planes, coeffs.size, coeffs.subsampling, a)
+
+
+def _round_trip_islow(images: torch.Tensor, qt: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """``_decode(_encode(images))`` in integer arithmetic without the block layout in between (dummy blocks,
+    which the decode crops away, are skipped). -> float32 [B, C, H, W], integers 0..255."""
+    planes = _component_planes(_sample_planes(images, _INTEGER), subsampling, _INTEGER)
+    samples = [_samples_islow(_quantize_islow(p, qt[:, i]), qt[:, i]) for i, p in enumerate(planes)]
+    return _assemble(samples, tuple(images.shape[-2:]), subsampling, _INTEGER)
+
+
+def _assemble(planes: list[torch.Tensor], size: tuple[int, int], subsampling: str, a: _Arith) -> torch.Tensor:
+    """Decoded component planes (whole MCUs) -> samples [B, C, H, W] in 0..255: crop, upsample chroma, to RGB."""
+    height, width = size
     y = planes[0][:, :height, :width]
     if len(planes) == 1:
         return y[:, None]
-    h, v = sampling.check_subsampling(coeffs.subsampling)
+    h, v = sampling.check_subsampling(subsampling)
     chroma = [
         sampling.upsample_fancy(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v, a.floor_div)[:, :height, :width]
         for p in planes[1:]
@@ -376,10 +404,7 @@ class _RoundTripSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, images, qt, subsampling):
         ctx.subsampling = subsampling
-        coeffs = _encode(images, qt, subsampling, _INTEGER)
-        cb, cr = (coeffs[1], coeffs[2]) if len(coeffs) == 3 else (None, None)
-        stored = Coefficients(coeffs[0], cb, cr, qt, subsampling, tuple(images.shape[-2:]))
-        return _decode(stored, _INTEGER, images.dtype).to(images.dtype) / 255
+        return _round_trip_islow(images, qt, subsampling).to(images.dtype) / 255
 
     @staticmethod
     @full_precision
@@ -403,11 +428,15 @@ def compress(
     backward pass; the gradient reaching ``images`` has the images' dtype. The same bits under any
     autocast / TF32 setting.
     """
-    if rounding != "ste" or not (torch.is_grad_enabled() and images.requires_grad):
+    _check_rounding(rounding)
+    needs_grad = torch.is_grad_enabled() and images.requires_grad
+    if rounding == "cubic":
         return decode(encode(images, quality, tables, subsampling, rounding), rounding)
     _check_images(images)
     sampling.check_subsampling(subsampling)
     qt = _resolve_tables(quality, tables, images.shape[0], images.shape[1], images.device)
     work = images.to(_work_dtype(images))
     stored = subsampling if images.shape[1] == 3 else "4:4:4"
-    return _RoundTripSTE.apply(work, qt, stored)
+    if rounding == "ste" and needs_grad:
+        return _RoundTripSTE.apply(work, qt, stored)
+    return _round_trip_islow(work.detach(), qt, stored).to(work.dtype) / 255

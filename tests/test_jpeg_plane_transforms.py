@@ -1,0 +1,38 @@
+"""The codec's plane-layout islow transforms and its direct round trip against the block-layout forms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jpegrestore import jpeg
+from jpegrestore.jpeg import dct
+from jpeg_helpers import photo, to_tensor
+
+
+def test_plane_transforms_equal_the_block_matrices():
+    """Butterflies in place on a plane == the float64 matrix form block by block (forward and inverse)."""
+    g = torch.Generator().manual_seed(0)
+    samples = torch.randint(-128, 128, (3, 40, 56), generator=g, dtype=torch.int32)
+    got = dct.fdct_islow_plane(samples)
+    assert got.dtype == torch.int32
+    assert torch.equal(dct.image_to_blocks(got), dct.fdct_islow(dct.image_to_blocks(samples)))
+    weights = torch.tensor([[300.0 / (1 + i + j) for j in range(8)] for i in range(8)])
+    for scale in (1, 50):  # within the int32 bound, and far beyond it (int64 path)
+        blocks = (torch.randn(3, 5, 7, 8, 8, generator=g) * weights * scale).round().int()
+        assert (blocks.abs().max() > dct._IDCT_INT32_LIMIT) == (scale > 1)
+        got = dct.idct_islow_plane(dct.blocks_to_plane(blocks))
+        assert torch.equal(dct.image_to_blocks(got), dct.idct_islow(blocks))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        dct.fdct_islow_plane(torch.zeros(1, 12, 16))
+
+
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2", "4:4:4", "gray"])
+def test_direct_round_trip_equals_decode_of_encode(subsampling):
+    x = to_tensor(photo("camera" if subsampling == "gray" else "chelsea", 37, 51, 60, 90))
+    layout = "4:4:4" if subsampling == "gray" else subsampling
+    for quality in (5, 60):
+        reference = jpeg.decode(jpeg.encode(x, quality, subsampling=layout, rounding="exact"), rounding="exact")
+        assert torch.equal(jpeg.compress(x, quality, subsampling=layout, rounding="exact"), reference)
+        leaf = x.clone().requires_grad_(True)
+        assert torch.equal(jpeg.compress(leaf, quality, subsampling=layout).detach(), reference)
