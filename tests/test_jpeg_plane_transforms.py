@@ -36,3 +36,27 @@ def test_direct_round_trip_equals_decode_of_encode(subsampling):
         assert torch.equal(jpeg.compress(x, quality, subsampling=layout, rounding="exact"), reference)
         leaf = x.clone().requires_grad_(True)
         assert torch.equal(jpeg.compress(leaf, quality, subsampling=layout).detach(), reference)
+
+
+def test_fixed_point_colour_equals_libjpeg_formulas():
+    """jccolor.c / jdcolor.c written out in int64: every (Cb, Cr) pair at extreme and middle Y, and RGB corners
+    plus a million random pixels."""
+    from jpegrestore.jpeg import colour
+
+    cb, cr = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
+    for level in (0, 1, 128, 254, 255):
+        y = torch.full_like(cb, level)
+        r = y + ((91881 * (cr - 128) + 32768) >> 16)
+        g = y + ((-22554 * (cb - 128) - 46802 * (cr - 128) + 32768) >> 16)
+        b = y + ((116130 * (cb - 128) + 32768) >> 16)
+        expected = torch.stack([r, g, b]).clamp(0, 255).float()
+        assert torch.equal(colour.ycbcr_to_rgb_fixed(torch.stack([y, cb, cr])[None].float())[0], expected)
+    corners = torch.tensor([[r, g, b] for r in (0, 1, 254, 255) for g in (0, 1, 254, 255) for b in (0, 1, 254, 255)])
+    random = torch.randint(0, 256, (1_000_000, 3), generator=torch.Generator().manual_seed(0))
+    for rgb in (corners, random):
+        r, g, b = rgb.T
+        y = (19595 * r + 38470 * g + 7471 * b + 32768) >> 16
+        cb = (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16
+        cr = (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16
+        got = colour.rgb_to_ycbcr_fixed(rgb.T[None, :, :, None].float())[0, :, :, 0]
+        assert torch.equal(got, torch.stack([y, cb, cr]).float())

@@ -37,7 +37,7 @@ def _int_floor_div(n: torch.Tensor, d: int) -> torch.Tensor:
     Exact: float32 holds these integers (< 2**24) and a correctly rounded quotient of two such
     integers never crosses an integer boundary.
     """
-    return torch.floor(n * (1.0 / d) if d & (d - 1) == 0 else n / d)
+    return (n * (1.0 / d) if d & (d - 1) == 0 else n / d).floor_()
 
 
 def _check_rounding(rounding: str) -> None:
@@ -149,8 +149,8 @@ def _sample_planes(images: torch.Tensor, a: _Arith) -> list[torch.Tensor]:
     """[B, C, H, W] in [0, 1] -> C planes [B, H, W] of 8-bit samples (Y, Cb, Cr or gray)."""
     s = images.to(_work_dtype(images)) * 255
     if a.integer:  # integer values held in float32 (exact, see _int_floor_div)
-        s = torch.floor(s.float().clamp(0, 255) + 0.5)
-        ycc = colour.rgb_to_ycbcr_fixed(s) if s.shape[1] == 3 else s
+        s = s.float().clamp_(0, 255).add_(0.5).floor_()
+        return colour.rgb_to_ycbcr_planes(list(s.unbind(1))) if s.shape[1] == 3 else [s[:, 0]]
     else:
         s = a.clamp255(a.round(s))
         ycc = a.clamp255(a.round(colour.rgb_to_ycbcr(s))) if s.shape[1] == 3 else s
@@ -326,9 +326,9 @@ def _assemble(planes: list[torch.Tensor], size: tuple[int, int], subsampling: st
         sampling.upsample_fancy(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v, a.floor_div)[:, :height, :width]
         for p in planes[1:]
     ]
-    ycc = torch.stack([y, *chroma], 1)
     if a.integer:
-        return colour.ycbcr_to_rgb_fixed(ycc)
+        return colour.ycbcr_to_rgb_planes(y, *chroma)
+    ycc = torch.stack([y, *chroma], 1)
     return a.clamp255(a.round(colour.ycbcr_to_rgb(ycc)))
 
 

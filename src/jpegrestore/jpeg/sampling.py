@@ -64,11 +64,12 @@ def downsample(plane: torch.Tensor, h: int, v: int, floor_div: FloorDiv) -> torc
     b, hh, ww = plane.shape
     wo = ww // h
     if (h, v) == (2, 2):
-        s = plane.reshape(b, hh // 2, 2, wo, 2).sum((2, 4))
+        s = plane[:, 0::2] + plane[:, 1::2]  # pairwise adds: far faster than a strided reduction
+        s = s[..., 0::2] + s[..., 1::2]
         bias = torch.tensor([1, 2], dtype=plane.dtype, device=plane.device).repeat((wo + 1) // 2)[:wo]
         return floor_div(s + bias, 4)
     if (h, v) == (2, 1):
-        s = plane.reshape(b, hh, wo, 2).sum(-1)
+        s = plane[..., 0::2] + plane[..., 1::2]
         bias = torch.tensor([0, 1], dtype=plane.dtype, device=plane.device).repeat((wo + 1) // 2)[:wo]
         return floor_div(s + bias, 2)
     raise ValueError(f"unsupported sampling factors {(h, v)}")
