@@ -60,3 +60,14 @@ def test_fixed_point_colour_equals_libjpeg_formulas():
         cr = (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16
         got = colour.rgb_to_ycbcr_fixed(rgb.T[None, :, :, None].float())[0, :, :, 0]
         assert torch.equal(got, torch.stack([y, cb, cr]).float())
+
+
+def test_in_place_fancy_upsampling_equals_the_generic_one():
+    from jpegrestore.jpeg import codec, sampling
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(2, 5, 7), (1, 1, 3), (3, 8, 3), (2, 9, 16), (1, 4, 2), (1, 1, 1)]:
+        plane = torch.randint(0, 256, shape, generator=g).float()
+        for factors in [(2, 2), (2, 1), (1, 1)]:
+            expected = sampling.upsample_fancy(plane, *factors, codec._int_floor_div)
+            assert torch.equal(sampling.upsample_fancy_exact(plane, *factors), expected), (shape, factors)

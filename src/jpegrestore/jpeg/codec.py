@@ -14,6 +14,7 @@ One pipeline runs in three arithmetics (:class:`_Arith`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import torch
@@ -212,10 +213,12 @@ def _quantize_islow(plane: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return out.copysign_(xb).view(x.shape)
 
 
-def _samples_islow(coefficients: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def _samples_islow(coefficients: torch.Tensor, q: torch.Tensor, float32_product: bool = False) -> torch.Tensor:
     """Integer-valued quantized coefficients in plane layout [B, H, W], table q [B, 8, 8] -> libjpeg's islow
-    samples, float32 [B, H, W] in 0..255 (the product is taken in float64: exact for any 16-bit values)."""
-    cb, qb = _per_block(coefficients.double(), q.double())
+    samples, float32 [B, H, W] in 0..255. The product is taken in float64 (exact for any 16-bit values), or in
+    float32 when the caller knows it stays below 2**24."""
+    dtype = torch.float32 if float32_product else torch.float64
+    cb, qb = _per_block(coefficients.to(dtype), q.to(dtype))
     return dct.idct_islow_plane((cb * qb).view(coefficients.shape)).float()
 
 
@@ -311,7 +314,9 @@ def _round_trip_islow(images: torch.Tensor, qt: torch.Tensor, subsampling: str) 
     """``_decode(_encode(images))`` in integer arithmetic without the block layout in between (dummy blocks,
     which the decode crops away, are skipped). -> float32 [B, C, H, W], integers 0..255."""
     planes = _component_planes(_sample_planes(images, _INTEGER), subsampling, _INTEGER)
-    samples = [_samples_islow(_quantize_islow(p, qt[:, i]), qt[:, i]) for i, p in enumerate(planes)]
+    # |coefficient * q| <= |x| / 8 + q / 2 < 2**12 + 2**15: exact in float32.
+    samples = [_samples_islow(_quantize_islow(p, qt[:, i]), qt[:, i], float32_product=True)
+               for i, p in enumerate(planes)]
     return _assemble(samples, tuple(images.shape[-2:]), subsampling, _INTEGER)
 
 
@@ -322,10 +327,8 @@ def _assemble(planes: list[torch.Tensor], size: tuple[int, int], subsampling: st
     if len(planes) == 1:
         return y[:, None]
     h, v = sampling.check_subsampling(subsampling)
-    chroma = [
-        sampling.upsample_fancy(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v, a.floor_div)[:, :height, :width]
-        for p in planes[1:]
-    ]
+    upsample = sampling.upsample_fancy_exact if a.integer else partial(sampling.upsample_fancy, floor_div=a.floor_div)
+    chroma = [upsample(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v)[:, :height, :width] for p in planes[1:]]
     if a.integer:
         return colour.ycbcr_to_rgb_planes(y, *chroma)
     ycc = torch.stack([y, *chroma], 1)
