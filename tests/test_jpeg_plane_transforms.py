@@ -71,3 +71,31 @@ def test_in_place_fancy_upsampling_equals_the_generic_one():
         for factors in [(2, 2), (2, 1), (1, 1)]:
             expected = sampling.upsample_fancy(plane, *factors, codec._int_floor_div)
             assert torch.equal(sampling.upsample_fancy_exact(plane, *factors), expected), (shape, factors)
+
+
+def _chroma_resampling(chroma: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """The linearized chroma path of a round trip with the codec's own steps: pad, average, upsample, crop."""
+    from jpegrestore.jpeg import codec, sampling
+
+    height, width = chroma.shape[-2:]
+    h, v = sampling.check_subsampling(subsampling)
+    wp = -(-width // (8 * h)) * 8 * h
+    out = []
+    for c in chroma.unbind(1):
+        c = sampling.downsample(sampling.pad_edge(c, -(-height // v) * v, wp), h, v, codec._true_div)
+        c = sampling.upsample_fancy(c[:, :, : -(-width // h)], h, v, codec._true_div)
+        out.append(c[:, :height, :width])
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2"])
+def test_written_out_adjoint_equals_autograd_of_the_chroma_path(subsampling):
+    from jpegrestore.jpeg import codec
+
+    g = torch.Generator().manual_seed(0)
+    for height, width in [(37, 51), (16, 16), (9, 3), (5, 4), (1, 1), (2, 7), (33, 17)]:
+        grad = torch.randn(2, 2, height, width, generator=g, dtype=torch.float64)
+        probe = torch.zeros_like(grad, requires_grad=True)
+        (expected,) = torch.autograd.grad(_chroma_resampling(probe, subsampling), probe, grad)
+        got = codec._chroma_resampling_adjoint(grad, subsampling)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12, msg=f"{height}x{width}")

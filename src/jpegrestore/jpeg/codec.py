@@ -370,17 +370,41 @@ def decode(coeffs: Coefficients, rounding: str = "ste") -> torch.Tensor:
     return _with_surrogate(rounding, needs_grad, run, _straight_through) / 255
 
 
-def _chroma_resampling(chroma: torch.Tensor, subsampling: str) -> torch.Tensor:
-    """Linearized chroma path of a round trip: pad, average down, upsample, crop. [B, 2, H, W] -> same."""
-    height, width = chroma.shape[-2:]
+def _chroma_resampling_adjoint(grad: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """Adjoint of the linearized chroma path of a round trip, written out. [B, K, H, W] -> same.
+
+    The path: replicate to whole sampling groups, average each h x v group, keep ceil(W/h) columns, fancy
+    upsampling (separable [3/4, 1/4] filters, edges replicated; box for planes at most 2 wide), crop to H x W.
+    Its adjoint runs the transposed steps backwards.
+    """
+    height, width = grad.shape[-2:]
     h, v = sampling.check_subsampling(subsampling)
-    wp = _ceil_div(width, 8 * h) * 8 * h
-    out = []
-    for c in chroma.unbind(1):
-        c = sampling.downsample(sampling.pad_edge(c, _ceil_div(height, v) * v, wp), h, v, _true_div)
-        c = sampling.upsample_fancy(c[:, :, : _ceil_div(width, h)], h, v, _true_div)
-        out.append(c[:, :height, :width])
-    return torch.stack(out, 1)
+    hc, wc = _ceil_div(height, v), _ceil_div(width, h)
+    g = torch.nn.functional.pad(grad, (0, wc * h - width, 0, hc * v - height))  # crop^T
+    if wc <= 2:  # box upsampling^T: sum over each group
+        d = g.reshape(*g.shape[:-2], hc, v, wc, h).sum((-3, -1))
+    else:
+        d = _fancy_adjoint_1d(g, -1) if h == 2 else g
+        d = _fancy_adjoint_1d(d, -2) if v == 2 else d
+    up = (d * (1.0 / (h * v))).repeat_interleave(v, -2).repeat_interleave(h, -1)  # group average^T
+    if wc * h > width:  # edge replication^T: columns first, then rows (the reverse of the padding)
+        up[..., width - 1] += up[..., width:].sum(-1)
+    if hc * v > height:
+        up[..., height - 1, :] += up[..., height:, :].sum(-2)
+    return up[..., :height, :width]
+
+
+def _fancy_adjoint_1d(g: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transpose of the 1-D fancy filter along ``dim`` (-1 or -2): out[2i] = (3 x[i] + x[i-1]) / 4,
+    out[2i+1] = (3 x[i] + x[i+1]) / 4, edges replicated. [..., 2n, ...] -> [..., n, ...]."""
+    even, odd = (g[..., 0::2], g[..., 1::2]) if dim == -1 else (g[..., 0::2, :], g[..., 1::2, :])
+    n = even.shape[dim]
+    x = (even + odd).mul_(3)
+    x.narrow(dim, 1, n - 1).add_(odd.narrow(dim, 0, n - 1))  # x[i + 1] feeds out[2i + 1]
+    x.narrow(dim, n - 1, 1).add_(odd.narrow(dim, n - 1, 1))  # the replicated right edge
+    x.narrow(dim, 0, n - 1).add_(even.narrow(dim, 1, n - 1))  # x[i - 1] feeds out[2i]
+    x.narrow(dim, 0, 1).add_(even.narrow(dim, 0, 1))  # the replicated left edge
+    return x.mul_(0.25)
 
 
 def _round_trip_adjoint(grad: torch.Tensor, subsampling: str) -> torch.Tensor:
@@ -395,9 +419,7 @@ def _round_trip_adjoint(grad: torch.Tensor, subsampling: str) -> torch.Tensor:
     to_ycc, to_rgb = colour._RGB_TO_YCC, colour._YCC_TO_RGB
     # (YCbCr -> RGB)^T restricted to the chroma rows, then (RGB -> YCbCr)^T from the chroma rows.
     g_chroma = colour.mix_channels(grad, tuple(zip(*to_rgb))[1:])
-    with torch.enable_grad():
-        probe = torch.zeros_like(g_chroma, requires_grad=True)
-        (resampled,) = torch.autograd.grad(_chroma_resampling(probe, subsampling), probe, g_chroma)
+    resampled = _chroma_resampling_adjoint(g_chroma, subsampling)
     return grad + colour.mix_channels(resampled - g_chroma, tuple(zip(*to_ycc[1:])))
 
 
