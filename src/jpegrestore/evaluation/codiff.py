@@ -13,7 +13,6 @@ are restored as three equal channels and averaged back to one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
@@ -22,12 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jpegrestore import jpeg
+from jpegrestore.evaluation.precision import network_autocast, precision_dtype
 from jpegrestore.nn.codiff.colorfix import adain_color_fix
 from jpegrestore.nn.codiff.tiling import TileConfig, tiled_one_step
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"32": torch.float32, "16": torch.float16, "bf16": torch.bfloat16}
 
 
 class CODiffMethod:
@@ -51,7 +49,8 @@ class CODiffMethod:
         latent_tile, latent_overlap: UNet tiles in latent pixels (paper: 96, 32).
         encoder_tile, encoder_overlap: VAE-encoder tiles in image pixels (authors: 1024).
         decoder_tile, decoder_overlap: VAE-decoder tiles in latent pixels (authors: 224).
-        precision: "32", "16" or "bf16" autocast (the authors run fp16 on GPU); "32" is exact.
+        precision: "32", "16" or "bf16": the generator under autocast (the authors run fp16 on GPU), its frozen
+            CaVE and the colour fix in float32 (``evaluation.precision``); "32" is exact.
         network: an already built CODiff to use instead of ``ckpt`` (then ``pretrained`` is ignored); its
             ``latent`` / ``latent_seed`` are set to this method's ``latent`` / ``seed``.
     """
@@ -78,11 +77,10 @@ class CODiffMethod:
     ) -> None:
         from jpegrestore.evaluation.methods import resolve_device
 
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if latent not in ("mode", "sample"):
             raise ValueError(f"latent must be 'mode' or 'sample', got {latent!r}")
         self.device = resolve_device(device)
+        self.dtype = precision_dtype(precision)
         if network is None:
             if not ckpt:
                 raise ValueError("method=codiff needs a checkpoint: pass ckpt=PATH")
@@ -93,14 +91,8 @@ class CODiffMethod:
         self.name = name or "codiff"
         self.ckpt = str(ckpt) if ckpt else None
         self.color_fix = bool(color_fix)
-        self.dtype = PRECISIONS[precision]
         self.tiles = TileConfig(latent_tile, latent_overlap, encoder_tile, encoder_overlap, decoder_tile,
                                 decoder_overlap, enabled=bool(tile))
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
 
     @torch.no_grad()
     def restore_rgb(self, image: Tensor) -> Tensor:
@@ -108,7 +100,7 @@ class CODiffMethod:
         net = self.network
         height, width = image.shape[-2:]
         padded = F.pad(image, (0, -width % 8, 0, -height % 8), mode="replicate")
-        with self._autocast():
+        with network_autocast(self.device, self.dtype):
             cond = net.condition(image)
             restored = tiled_one_step(
                 padded, net.encode_latent, lambda z: net.denoise_latent(z, cond), net.decode_latent, self.tiles

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from jpegrestore import jpeg
 from jpegrestore.evaluation.methods import resolve_device
+from jpegrestore.evaluation.precision import AutocastModule, precision_dtype
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,15 @@ class DDRMJPEGMethod:
             the paper (its draws are consistent with the float operator only through the eta_b mix).
         name: label in tables (None: "ddrm_jpeg").
         ckpt: accepted in place of ``prior`` (a checkpoint that names this method as its evaluation method).
+        precision: "32" (default), "bf16" or "16": the prior's network under autocast (``evaluation.precision``);
+            the sampler's updates and the JPEG operator stay in float32.
     """
 
     def __init__(
         self, prior: Any = None, samples: int = 1, steps: int = 20, t_start: int = 300, eta: float = 1.0,
         eta_b: float = 0.4, seed: Optional[int] = 0, device: str | torch.device = "auto", tile: Optional[int] = None,
         tile_overlap: int = 32, project: bool = False, name: Optional[str] = None, ckpt: Optional[str | Path] = None,
+        precision: str = "32",
     ) -> None:
         from jpegrestore.sampling import DDRMJPEG
 
@@ -54,6 +58,7 @@ class DDRMJPEGMethod:
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"method.samples must be a positive int, got {samples!r}")
         self.device = resolve_device(device)
+        self.dtype = precision_dtype(precision)
         if isinstance(prior, (str, Path)):
             from jpegrestore.sampling.priors import load_prior
 
@@ -67,6 +72,8 @@ class DDRMJPEGMethod:
         self.prior = prior
         self.sampler = DDRMJPEG.from_prior(prior, steps=steps, t_start=t_start, eta=eta, eta_b=eta_b,
                                            tile=tile or None, tile_overlap=tile_overlap)
+        if self.dtype != torch.float32:
+            self.sampler.eps_model = AutocastModule(self.sampler.eps_model, self.device, self.dtype)
         self.name = name or "ddrm_jpeg"
         self.samples = samples
         self.seed = 0 if seed is None else int(seed)
