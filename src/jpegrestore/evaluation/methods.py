@@ -184,7 +184,8 @@ def checkpoint_method(
     """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``, e.g. CODiff's,
     which rebuilds its Stable Diffusion base), else :class:`CheckpointMethod`. ``options`` (e.g. ``samples=8,
     seed=0``, ``pretrained=DIR``; None values dropped) go to that class; a plain network checkpoint accepts none
-    (ValueError naming them). ``precision`` ("32" | "bf16" | "16", None: "32") applies to every method.
+    (ValueError naming them). ``precision`` ("32" | "bf16" | "16") applies to every method; None leaves each method at
+    its default ("32"), and is not passed to a named class.
 
     When the checkpoint recorded the qualities and layouts it was trained on, JPEGs outside them are handled by
     ``outside_range`` ("warn" | "skip" | "run", see :mod:`jpegrestore.evaluation.domain`).
