@@ -56,7 +56,7 @@ def test_epoch_based_run_ends_with_last_ckpt_at_its_final_step(tmp_path):
     _assert_holds_final_weights(saved, model)
 
 
-@pytest.mark.parametrize("first_steps", [3, 4])  # stops mid-epoch / at an epoch's end
+@pytest.mark.parametrize("first_steps", [pytest.param(3, marks=pytest.mark.slow), 4])  # mid-epoch / epoch's end
 def test_run_resumed_from_its_final_last_ckpt_continues_exactly(tmp_path, first_steps):
     base = [*STAGE1, "trainer.val_check_interval=10"]
     full, full_trainer = _fit([*base, "trainer.max_steps=7"], tmp_path / "full")
@@ -74,6 +74,7 @@ def test_run_resumed_from_its_final_last_ckpt_continues_exactly(tmp_path, first_
     assert any(not torch.equal(saved["state_dict"][f"net.{k}"], v) for k, v in full.net.state_dict().items())
 
 
+@pytest.mark.slow  # a tiny Stable Diffusion run
 def test_codiff_lora_files_agree_with_last_ckpt(tmp_path, random_vgg16):
     from safetensors.torch import load_file
 
@@ -102,3 +103,12 @@ def test_codiff_lora_files_agree_with_last_ckpt(tmp_path, random_vgg16):
     for key, value in expected.items():
         assert torch.equal(lora[f"unet.{key}"], value), key
     assert any(v.abs().sum() > 0 for k, v in expected.items() if "lora_B" in k)  # trained (B starts at zero)
+
+
+@pytest.mark.slow  # three 2-process train.py runs
+def test_ddp_run_shorter_than_a_validation_interval_ends_with_last_ckpt_and_resumes_exactly(tmp_path):
+    from test_train_ddp import _assert_ddp_resume_is_exact, _ddp_overrides
+
+    # 2 steps per epoch on each rank; stops at step 3 (mid-epoch), before any validation.
+    base = [*_ddp_overrides("qgac_stage1"), "model.scheduler.step_size=3", "trainer.val_check_interval=10"]
+    _assert_ddp_resume_is_exact(base, tmp_path, stop=3, end=5)

@@ -103,7 +103,11 @@ def _assert_float32_checkpoint(path: Path) -> dict:
     return saved
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
+#: recipes that need prerequisite runs or a tiny Stable Diffusion: run with the slow tests.
+SLOW = ("qgac_stage1", "qgac_stage2", "qgac_stage3", "codiff_stage2", "posterior_gan")
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.slow) if r in SLOW else r for r in RECIPES])
 def test_recipe_trains_in_bf16_mixed_resumes_and_evaluates(recipe, inputs, tmp_path, random_vgg16):
     from hydra import compose, initialize_config_dir
 

@@ -89,7 +89,6 @@ DISTANCES = {"l1": l1_loss, "mse": mse_loss}
 class L1Loss(nn.Module):
     """Mean absolute error as a module. (pred, target) [B, C, H, W] -> scalar."""
 
-    @in_float32
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return l1_loss(pred, target)
 
