@@ -179,8 +179,8 @@ def _build_method(args: argparse.Namespace):
     else:
         method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None,
                                    tile_overlap=args.tile_overlap, outside_range=args.outside_range,
-                                   precision=args.precision, pretrained=args.pretrained, latent=args.latent, seed=args.seed,
-                                   color_fix=args.color_fix)
+                                   precision=args.precision, pretrained=args.pretrained, latent=args.latent,
+                                   seed=args.seed, color_fix=args.color_fix)
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.samples > 1 and not callable(getattr(method, "sample", None)):

@@ -32,9 +32,9 @@ class SaveRankWeights(pl.Callback):
 
 
 def fitting_ends_here(trainer: pl.Trainer) -> bool:
-    """Whether fitting stops after the batch that just ran (from ``on_train_batch_end`` or ``on_train_epoch_end``): ``max_steps``
-    reached, the last batch of the last epoch (``max_epochs``), or a stop requested (e.g. by Lightning's ``Timer``).
-    The same answer on every DDP rank (it reads only state the ranks share)."""
+    """Whether fitting stops after the batch that just ran (asked in ``on_train_batch_end`` or
+    ``on_train_epoch_end``): ``max_steps`` reached, the last batch of the last epoch (``max_epochs``), or a stop
+    requested (e.g. by Lightning's ``Timer``). The same answer on every DDP rank (it reads only shared state)."""
     if trainer.max_steps is not None and trainer.max_steps >= 0 and trainer.global_step >= trainer.max_steps:
         return True
     if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and trainer.max_epochs is not None \
