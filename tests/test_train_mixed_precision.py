@@ -19,6 +19,9 @@ from test_resume_every_recipe import RECIPES as RESUME_RECIPES
 from test_train import TINY_D
 
 BF16 = ["trainer.precision=bf16-mixed"]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+#: trainer overrides that put a run on each device
+ON_DEVICE = {"cpu": [], "cuda": ["trainer.accelerator=gpu", "trainer.devices=1"]}
 
 
 def _qgac_stage3(root: Path, random_vgg16: Path) -> list[str]:
@@ -107,14 +110,16 @@ def _assert_float32_checkpoint(path: Path) -> dict:
 SLOW = ("qgac_stage1", "qgac_stage2", "qgac_stage3", "codiff_stage2", "posterior_gan")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.slow) if r in SLOW else r for r in RECIPES])
-def test_recipe_trains_in_bf16_mixed_resumes_and_evaluates(recipe, inputs, tmp_path, random_vgg16):
+def test_recipe_trains_in_bf16_mixed_resumes_and_evaluates(recipe, device, inputs, tmp_path, random_vgg16):
     from hydra import compose, initialize_config_dir
 
     from jpegrestore.evaluation import evaluate_config
 
     make_overrides, steps_per_batch = RECIPES[recipe]
-    overrides = [*make_overrides(inputs, random_vgg16), *BF16, f"trainer.val_check_interval={steps_per_batch}"]
+    overrides = [*make_overrides(inputs, random_vgg16), *BF16, *ON_DEVICE[device],
+                 f"trainer.val_check_interval={steps_per_batch}"]
     model, trainer, hooks = _fit([*overrides, f"trainer.max_steps={steps_per_batch}"], tmp_path / "run")
     losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/") and "loss" in k}
     assert losses and all(math.isfinite(v) for v in losses.values()), losses
@@ -138,28 +143,31 @@ def test_recipe_trains_in_bf16_mixed_resumes_and_evaluates(recipe, inputs, tmp_p
         return
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=[
-            f"ckpt={last}", "qf=[10]", "metrics=[psnr]", "max_images=1", "device=cpu", "progress=false",
+            f"ckpt={last}", "qf=[10]", "metrics=[psnr]", "max_images=1", f"device={device}", "progress=false",
             "comparisons=0", f"data.source={inputs / 'photo'}", *evaluation, "method.precision=bf16"])
     result = evaluate_config(cfg, tmp_path / "eval")
     psnr = [row["psnr"] for row in result.rows if row["method"] == result.method]
     assert psnr and all(math.isfinite(v) for v in psnr), psnr
 
 
-def test_posterior_consistency_term_under_bf16_mixed_equals_float32(inputs):
+@pytest.mark.parametrize("device", DEVICES)
+def test_posterior_consistency_term_under_bf16_mixed_equals_float32(inputs, device):
     from jpegrestore.losses import consistency_loss
 
     from posterior_helpers import POSTERIOR_TINY, TINY_CRITIC, write_posterior_checkpoint
 
     noisy = write_posterior_checkpoint(inputs / "noisy_generator.ckpt")  # visible noise: C is far from 0
     overrides = [*POSTERIOR_TINY, *TINY_CRITIC, "experiment=posterior_gan", "model.variant=ffhq", *BF16,
-                 f"model.generator_checkpoint={noisy}"]
-    datamodule, model, trainer = build(compose_train(overrides, inputs / "c_term"))
+                 f"model.generator_checkpoint={noisy}", *ON_DEVICE[device]]
+    datamodule, model, trainer = build(compose_train(overrides, inputs / f"c_term_{device}"))
     datamodule.setup("fit")
-    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    raw = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(iter(datamodule.train_dataloader())).items()}
+    batch = datamodule.on_after_batch_transfer(raw, 0)  # compressed on the device, as in training
+    model.to(device)
     coeffs, p = batch["coeffs"], model.draws
     hooks = OutputDtypes(model.net)
     with trainer.precision_plugin.train_step_context():  # the autocast Lightning wraps training_step in
-        samples = model.draw(batch, p, torch.Generator().manual_seed(0))
+        samples = model.draw(batch, p, torch.Generator(device=device).manual_seed(0))
         mixed = model.generator_loss(batch, samples)["c"]
     assert torch.bfloat16 in hooks.dtypes(("",)), "the generator did not run in reduced precision"
     reference = consistency_loss(samples.float().flatten(0, 1), batch["input"].repeat(p, 1, 1, 1),
