@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from jpegrestore import jpeg
 from jpegrestore.checkpoints import Checkpoint, CheckpointSource, load_network
+from jpegrestore.evaluation.precision import network_autocast, precision_dtype
 from jpegrestore.tiling import restore_tiled
 
 log = logging.getLogger(__name__)
@@ -119,11 +120,13 @@ class NetworkMethod:
         device: where to run ("cpu", "cuda", "cuda:1", or "auto").
         tile: tile size in pixels (multiple of 16) above which images are tiled; None/0: never tile.
         tile_overlap: overlap of neighbouring tiles in pixels (a multiple of 16 recommended).
+        precision: "32" (default), "bf16" or "16": the network under autocast (``evaluation.precision``).
     """
 
     def __init__(self, network: nn.Module, name: str = "model", device: str | torch.device = "cpu",
-                 tile: int | None = 512, tile_overlap: int = 32) -> None:
+                 tile: int | None = 512, tile_overlap: int = 32, precision: str = "32") -> None:
         self.device = resolve_device(device)
+        self.dtype = precision_dtype(precision)
         self.network = network.to(self.device).eval()
         self.name = name
         self.tile = tile
@@ -131,7 +134,9 @@ class NetworkMethod:
         self.supported = supported_subsamplings(network)
 
     def _restore_tile(self, coeffs: jpeg.Coefficients) -> Tensor:
-        return self.network(coeffs).float()
+        with network_autocast(self.device, self.dtype):
+            restored = self.network(coeffs)
+        return restored.float()
 
     @torch.no_grad()
     def __call__(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor) -> Tensor:
@@ -149,14 +154,15 @@ class CheckpointMethod(NetworkMethod):
     """The network stored in a jpegrestore checkpoint, rebuilt from the checkpoint alone (``load_network``)."""
 
     def __init__(self, ckpt: CheckpointSource | None = None, name: str | None = None,
-                 device: str | torch.device = "cpu", tile: int | None = 512, tile_overlap: int = 32) -> None:
+                 device: str | torch.device = "cpu", tile: int | None = 512, tile_overlap: int = 32,
+                 precision: str = "32") -> None:
         if not ckpt:
             raise ValueError("method=checkpoint needs a checkpoint: pass ckpt=PATH")
         checkpoint = Checkpoint.of(ckpt)
         network = load_network(checkpoint, map_location="cpu")
         label = name or checkpoint.recipe
         log.info("loaded %s (%s) from %s", type(network).__name__, label, ckpt)
-        super().__init__(network, label, device, tile, tile_overlap)
+        super().__init__(network, label, device, tile, tile_overlap, precision)
         self.ckpt = str(ckpt)
 
 
@@ -175,12 +181,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def checkpoint_method(
     ckpt: CheckpointSource | None = None, name: str | None = None, device: str | torch.device = "auto",
-    tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn", **options: object,
+    tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn", precision: str | None = None,
+    **options: object,
 ) -> RestorationMethod:
     """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``, e.g. CODiff's,
     which rebuilds its Stable Diffusion base), else :class:`CheckpointMethod`. ``options`` (e.g. ``samples=8,
     seed=0``, ``pretrained=DIR``; None values dropped) go to that class; a plain network checkpoint accepts none
-    (ValueError naming them).
+    (ValueError naming them). ``precision`` ("32" | "bf16" | "16") applies to every method; None leaves each method at
+    its default ("32"), and is not passed to a named class.
 
     When the checkpoint recorded the qualities and layouts it was trained on, JPEGs outside them are handled by
     ``outside_range`` ("warn" | "skip" | "run", see :mod:`jpegrestore.evaluation.domain`).
@@ -203,11 +211,12 @@ def checkpoint_method(
                 f"{ckpt} holds a deterministic network ({meta.get('recipe', 'unknown')}); it takes no method "
                 f"options {sorted(options)}"
             )
-        method = CheckpointMethod(ckpt, name=name, device=device, tile=tile, tile_overlap=tile_overlap)
+        method = CheckpointMethod(ckpt, name=name, device=device, tile=tile, tile_overlap=tile_overlap,
+                                  precision=precision or "32")
     else:
         method = instantiate_object(
             {"_target_": target, "ckpt": ckpt, "name": name, "device": device, "tile": tile,
-             "tile_overlap": tile_overlap, **options}
+             "tile_overlap": tile_overlap, **({"precision": precision} if precision else {}), **options}
         )
     return guard(method, meta.get("trained_on"), outside_range)
 

@@ -18,6 +18,7 @@ from torch import Tensor
 from jpegrestore import jpeg
 from jpegrestore.checkpoints import CheckpointSource, load_network
 from jpegrestore.evaluation.methods import resolve_device
+from jpegrestore.evaluation.precision import network_autocast, precision_dtype
 from jpegrestore.tiling import restore_tiled
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,13 @@ class PosteriorMethod:
         seed: seed of the first call's generator; every call restarts from it, so an image's draws do not depend
             on which images came before it.
         name: label in tables (default ``posterior`` with ``-P`` / ``-A<S>`` suffixes).
+        precision: "32" (default), "bf16" or "16": the generator under autocast (``evaluation.precision``);
+            the projection stays in float32.
     """
 
     def __init__(self, ckpt: CheckpointSource | None = None, device: str | torch.device = "auto", tile: int | None = 512,
                  tile_overlap: int = 32, samples: int | None = None, project: bool | None = None,
-                 seed: int | None = None, name: str | None = None) -> None:
+                 seed: int | None = None, name: str | None = None, precision: str = "32") -> None:
         if not ckpt:
             raise ValueError("PosteriorMethod needs a posterior_gan checkpoint: pass ckpt=PATH")
         self.samples = 1 if samples is None else int(samples)
@@ -48,6 +51,7 @@ class PosteriorMethod:
         self.project = bool(project)
         self.seed = 0 if seed is None else int(seed)
         self.device = resolve_device(device)
+        self.dtype = precision_dtype(precision)
         self.network = load_network(ckpt, map_location="cpu").to(self.device).eval()
         if not hasattr(self.network, "generate"):
             raise ValueError(f"{ckpt} does not hold a posterior generator ({type(self.network).__name__})")
@@ -70,7 +74,9 @@ class PosteriorMethod:
             raise ValueError(f"the generator lives on {generator.device}, the network on {self.device}")
 
         def one_draw(part: jpeg.Coefficients) -> Tensor:
-            return self.network(part, noise=True, generator=generator).float()
+            with network_autocast(self.device, self.dtype):
+                draw = self.network(part, noise=True, generator=generator)
+            return draw.float()
 
         draws = []
         for _ in range(int(num_samples)):

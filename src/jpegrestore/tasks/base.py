@@ -22,6 +22,7 @@ from jpegrestore.checkpoints import FORMAT_VERSION, METADATA_KEY
 from jpegrestore.tasks.validation import QualityBinnedMean
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 from jpegrestore.utils.logging import get_logger
+from jpegrestore.utils.precision import in_float32
 from jpegrestore.utils.seeding import keyed_generator
 
 log = get_logger(__name__)
@@ -29,6 +30,7 @@ log = get_logger(__name__)
 METRIC_NAMES = ("psnr", "psnrb", "ssim")
 
 
+@in_float32
 def _per_image_metrics(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] pairs in [0, 1] -> [B, 3] columns PSNR, PSNR-B (both capped), SSIM (float32, input device)."""
     from jpegrestore import metrics
@@ -136,7 +138,7 @@ class RestorationTask(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         # Scored as the 8-bit image a user would save, like evaluate.py (jpegrestore.metrics.protocol).
-        restored = quantize_8bit(self.restore(batch))
+        restored = quantize_8bit(self.restore(batch).float())
         restored, jpeg_input, target = self.evaluation_views(batch, restored)
         values = torch.cat([_per_image_metrics(restored, target), _per_image_metrics(jpeg_input.float(), target)], 1)
         self.val_metrics.update(batch["quality"], values)
