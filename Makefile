@@ -28,11 +28,11 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/jpeg_op.py
 
-# make evaluate CKPT=logs/.../last.ckpt  (plain JPEG when CKPT is empty)
+# make evaluate CKPT=logs/<task>/runs/<run>/checkpoints/last.ckpt  (plain JPEG when CKPT is empty)
 evaluate: $(STAMP)
 	$(PY) evaluate.py $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
 
-# make sweep-qf CKPT=... DATA=/path/to/images  (qualities 5..95; plain JPEG when CKPT is empty)
+# make sweep-qf CKPT=<ckpt> DATA=/path/to/images  (qualities 5..95; plain JPEG when CKPT is empty)
 sweep-qf: $(STAMP)
 	$(PY) scripts/sweep_qf.py $(if $(CKPT),ckpt=$(CKPT)) $(if $(DATA),data.source=$(DATA)) $(ARGS)
 
