@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train, run_train
-from jpegrestore.tasks.checkpoint import load_network
+from jpegrestore.checkpoints import load_network
 from jpegrestore.tasks.runner import build
 
 STAGE1 = [*TINY, "experiment=qgac_stage1", "model.scheduler.step_size=3"]
