@@ -205,10 +205,17 @@ def test_fid_repeats_report_the_mean_and_std_of_k_single_draw_fids(ckpt, tmp_pat
     folder.mkdir()
     for name, image in zip(names, images):
         Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy()).save(folder / name)
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+
     repeats = 3
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # the documented override
+        cfg = compose(config_name="evaluate", overrides=[f"ckpt={ckpt}", f"method.fid_repeats={repeats}",
+                                                         "method.seed=1"])
     results = []
     for batch_size in (3, 1):
-        method = build_method({"name": "auto", "fid_repeats": repeats, "seed": 1}, ckpt, device="cpu")
+        method = build_method(cfg.method, ckpt, device="cpu")
         evaluator = Evaluator(method, metrics=["psnr", "fid"], qualities=[10], device="cpu", batch_size=batch_size,
                               comparisons=0, progress=False)
         results.append(evaluator.run(eval_source(str(folder)), tmp_path / f"out{batch_size}").means[method.name][10])

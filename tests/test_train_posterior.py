@@ -152,6 +152,23 @@ def test_schedule_over_generator_iterations_ends_at_its_minimum(tmp_path):
     assert recorder.values[-1] == pytest.approx(1e-6)
 
 
+
+def test_schedule_over_max_steps_is_warned_about(tmp_path, caplog):
+    """T_max = trainer.max_steps would stop halfway (two steps per batch): configure_optimizers says so."""
+    schedule = ("model.scheduler={_target_: torch.optim.lr_scheduler.CosineAnnealingLR, "
+                "T_max: '${trainer.max_steps}'}")
+    for t_max, warned in ((schedule, True), (schedule.replace("trainer.max_steps", "jr_floordiv:${trainer.max_steps},2"),
+                                              False)):
+        cfg = compose_train([*POSTERIOR_TINY, *TINY_CRITIC, "experiment=posterior_gan", "model.variant=ffhq",
+                             "trainer.max_steps=8", t_max], tmp_path)
+        _, model, trainer = build(cfg)
+        model._trainer = trainer  # as trainer.fit attaches it
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="jpegrestore.tasks.base"):
+            model.configure_optimizers()
+        assert ("it will stop halfway" in caplog.text) is warned
+
+
 def test_consistency_gradient_reaches_the_generator(runs):
     model = runs["model"]
     model.net.load_state_dict(noisy_generator().state_dict())  # outputs far from consistent
