@@ -108,8 +108,9 @@ def project(
     (bit for bit, identity gradient). Otherwise a first continuous step clamps the out-of-bin coefficients
     of the exact (float) DCT and carries the gradient (identity for a coefficient inside its bin, zero
     for a clamped one); then, measured with the bit-exact encoder, coefficients still outside their bins
-    after 8-bit rounding are moved ``margin`` steps inside, until every image re-encodes to ``coeffs``
-    (``encode(quantize_8bit(x), tables=coeffs.qt)``) or ``iterations`` run out.
+    after 8-bit rounding (or within ``_EDGE_GUARD`` of an edge) are moved ``margin`` steps inside, until
+    every image re-encodes to ``coeffs`` (``encode(quantize_8bit(x), tables=coeffs.qt)``) or ``iterations``
+    run out. Images of a batch are projected independently.
 
     Args:
         images: float [B, C, H, W] in [0, 1] matching ``coeffs.size`` and component count.
