@@ -118,6 +118,10 @@ def test_restore_cli_writes_several_samples_and_a_std_map(ckpt, tmp_path, capsys
     for draw in draws:  # --project: each PNG re-encodes to the file's coefficients
         image = torch.from_numpy(draw).permute(2, 0, 1)[None].float() / 255
         assert bool(jpeg.is_consistent(image, coeffs).all())
+    # Draws are keyed by the file's content and the seed: draw 0 is what one sample gives.
+    assert main(["restore", str(source), "-o", str(tmp_path / "one"), "--ckpt", str(ckpt), "--project",
+                 "--device", "cpu", "-q"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / "photo.png")), draws[0])
 
 
 def _photos(count: int, size=(24, 40)) -> tuple[list[str], torch.Tensor]:
