@@ -1,8 +1,11 @@
 """The posterior decoder's recipes through the training harness on tiny configs: the MMSE estimator, the GAN
-(both variants) with the frozen MMSE loaded from its checkpoint, resume with both optimizers' state, the C term's
+(both variants) with the frozen MMSE loaded from its checkpoint, its conditional critic, resume with both
+optimizers' state and the recorded MMSE file, a learning-rate schedule over generator iterations, the C term's
 gradient reaching the generator, and clear errors for a missing or wrong MMSE checkpoint."""
 
 from __future__ import annotations
+
+import shutil
 
 import lightning.pytorch as pl
 import pytest
@@ -80,6 +83,90 @@ def test_gan_resumes_with_both_optimizers_state(runs, tmp_path):
         assert len(expected) == len(recorder.exp_avg[index]) > 0
         assert all(torch.equal(a, b) for a, b in zip(expected, recorder.exp_avg[index]))
     assert model.mmse is not None  # rebuilt from model.mmse_checkpoint, not from our checkpoint
+
+
+def test_critic_judges_image_and_jpeg_pairs(runs, monkeypatch):
+    """The default critic is conditional: it is built for 6 channels and fed [image, JPEG] along channels."""
+    model = runs["model"]
+    assert model.conditional_critic and model.discriminator.in_channels == 6
+    image = torch.rand(2, 3, 32, 32)
+    coeffs = jpeg.encode(image, quality=10, rounding="exact")
+    batch = {"target": image, "input": jpeg.decode(coeffs, rounding="exact"), "coeffs": coeffs}
+    seen = []
+    monkeypatch.setattr(model.discriminator, "forward", lambda x: seen.append(x) or x.mean((1, 2, 3)))
+    model.discriminator_loss(batch, model.draw(batch, 2))
+    real, fake = seen
+    assert torch.equal(real[:, :3], image) and torch.equal(real[:, 3:], batch["input"])
+    assert fake.shape == (4, 6, 32, 32) and torch.equal(fake[:, 3:], batch["input"].repeat(2, 1, 1, 1))
+
+
+def test_critic_channels_must_match_its_input(tmp_path):
+    cfg = compose_train([*POSTERIOR_TINY, *TINY_CRITIC, "experiment=posterior_gan", "model.variant=ffhq",
+                         "model.discriminator.in_channels=3"], tmp_path)
+    with pytest.raises(Exception, match=r"in_channels=3.*conditional_critic=True sees 6"):
+        instantiate(cfg.model)
+    cfg = compose_train([*POSTERIOR_TINY, *TINY_CRITIC, "experiment=posterior_gan", "model.variant=ffhq",
+                         "model.conditional_critic=false"], tmp_path)
+    assert instantiate(cfg.model).discriminator.in_channels == 3
+
+
+def test_resume_takes_the_recorded_mmse_file_and_refuses_another(runs, tmp_path):
+    without = [o for o in runs["gan_overrides"] if not o.startswith("model.mmse_checkpoint=")]
+    _, model, _ = build(compose_train(without, tmp_path / "a"), str(runs["gan"]))
+    assert model.mmse_checkpoint == str(runs["mmse"]) and model.mmse is not None
+    other = shutil.copy(runs["mmse"], tmp_path / "other_mmse.ckpt")
+    cfg = compose_train([*without, f"model.mmse_checkpoint={other}"], tmp_path / "b")
+    with pytest.raises(ValueError, match=rf"model.mmse_checkpoint={other} .*\({runs['mmse']}\)"):
+        build(cfg, str(runs["gan"]))
+    same = compose_train([*without, f"model.mmse_checkpoint={runs['mmse']}"], tmp_path / "c")
+    assert build(same, str(runs["gan"]))[1].mmse_checkpoint == str(runs["mmse"])
+
+
+class LearningRates(pl.Callback):
+    """The generator's learning rate after every batch."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.values.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_schedule_over_generator_iterations_ends_at_its_minimum(tmp_path):
+    """trainer.max_steps=8 is 4 generator iterations; T_max = ${jr_floordiv:${trainer.max_steps},2} (the override the
+    config documents) reaches eta_min after the last one, following the cosine of 4 steps."""
+    import math
+
+    schedule = ('model.scheduler={_target_: torch.optim.lr_scheduler.CosineAnnealingLR, '
+                'T_max: "${jr_floordiv:${trainer.max_steps},2}", eta_min: 1e-6}')
+    cfg = compose_train([*POSTERIOR_TINY, *TINY_CRITIC, "experiment=posterior_gan", "model.variant=ffhq",
+                         "model.draws=1", "trainer.max_steps=8", "trainer.val_check_interval=100", schedule], tmp_path)
+    assert cfg.model.scheduler.T_max == 4
+    datamodule, model, trainer = build(cfg)
+    recorder = LearningRates()
+    trainer.callbacks.append(recorder)
+    trainer.fit(model, datamodule=datamodule)
+    lr0 = cfg.model.optimizer.lr
+    expected = [1e-6 + (lr0 - 1e-6) * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(1, 5)]
+    assert trainer.global_step == 8 and recorder.values == pytest.approx(expected, rel=1e-9)
+    assert recorder.values[-1] == pytest.approx(1e-6)
+
+
+
+def test_schedule_over_max_steps_is_warned_about(tmp_path, caplog):
+    """T_max = trainer.max_steps would stop halfway (two steps per batch): configure_optimizers says so."""
+    schedule = ("model.scheduler={_target_: torch.optim.lr_scheduler.CosineAnnealingLR, "
+                "T_max: '${trainer.max_steps}'}")
+    for t_max, warned in ((schedule, True), (schedule.replace("trainer.max_steps", "jr_floordiv:${trainer.max_steps},2"),
+                                              False)):
+        cfg = compose_train([*POSTERIOR_TINY, *TINY_CRITIC, "experiment=posterior_gan", "model.variant=ffhq",
+                             "trainer.max_steps=8", t_max], tmp_path)
+        _, model, trainer = build(cfg)
+        model._trainer = trainer  # as trainer.fit attaches it
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="jpegrestore.tasks.base"):
+            model.configure_optimizers()
+        assert ("it will stop halfway" in caplog.text) is warned
 
 
 def test_consistency_gradient_reaches_the_generator(runs):

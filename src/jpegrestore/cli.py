@@ -218,6 +218,8 @@ def restore_file(method, source: Path, target: Path, project: bool, device, num_
         jpeg_image = jpeg.decode(coeffs, rounding="exact")
         if num_samples == 1:
             draws = method(coeffs, jpeg_image)[None]
+        elif getattr(method, "keyed_noise", False):  # seeds each file's draws itself: draw 0 is the 1-sample output
+            draws = method.sample(coeffs, jpeg_image, num_samples)
         else:
             generator = torch.Generator(device=jpeg_image.device).manual_seed(seed)
             draws = method.sample(coeffs, jpeg_image, num_samples, generator=generator)

@@ -11,8 +11,15 @@ Optional parts of the protocol, read by the evaluation and ``jpegrestore restore
 - ``extras``: ``{column: Tensor[B]}`` set by each call, per-image values the evaluation reports beside the
   metrics (e.g. ``{"nfe": ...}`` network evaluations per image). Names must be in ``metrics.METRICS``.
 - ``last_samples``: Tensor [S, B, C, H, W] in [0, 1] set by each call of a stochastic method, the S draws
-  behind the returned image. The evaluation reports their per-pixel standard deviation (``sample_std``,
-  when S >= 2) and computes FID on the first draw (one sample per image), never on an average.
+  of the call (the returned image is one of them or the mean of the first ones). The evaluation reports their
+  per-pixel standard deviation (``sample_std``, when S >= 2).
+- ``fid_repeats``: K >= 1 (default 1). FID is computed on the images the table scores (the returned ones); with
+  K > 1 the evaluation reports the mean (``fid``) and standard deviation (``fid_std``) of K FIDs, FID k over
+  draw k of ``last_samples`` for every image (the paper's protocol for stochastic methods: one restoration per
+  image, repeated); ``last_samples`` then holds at least K draws and the returned image is draw 0.
+- ``keyed_noise = True``: the evaluation calls the method as ``method(coeffs, jpeg_image, keys=[...])`` with one
+  str per image (``"<image name>@q<quality>"``) that the method keys each image's noise with, so that an
+  image's draws do not depend on its batch.
 - ``sample(coeffs, jpeg_image, num_samples, generator=None) -> Tensor [S, B, C, H, W]`` in [0, 1]: S
   independent draws; ``jpegrestore restore --samples N`` writes each one.
 - ``compression``: None, or ``compression(images, quality) -> (coeffs, jpeg_image)`` with a ``description``
@@ -54,6 +61,11 @@ def method_extras(method: object) -> dict[str, Tensor]:
     """The per-image ``extras`` columns of a method's last call ({} when it reports none)."""
     extras = getattr(method, "extras", None)
     return dict(extras) if extras else {}
+
+
+def method_fid_repeats(method: object) -> int:
+    """K of a method's ``fid_repeats`` (1 when it declares none)."""
+    return int(getattr(method, "fid_repeats", None) or 1)
 
 
 def method_samples(method: object) -> Tensor | None:

@@ -183,11 +183,12 @@ class PosteriorGenerator(nn.Module):
         return (image + residual).clamp(0, 1)
 
     def forward(self, coeffs: jpeg.Coefficients, noise: bool | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
-        """Restore JPEG coefficients (decoded as libjpeg does, with their own tables). -> [B, C, H, W] in [0, 1]."""
+                generator: torch.Generator | None = None, z: Sequence[Tensor] | None = None) -> Tensor:
+        """Restore JPEG coefficients (decoded as libjpeg does, with their own tables). -> [B, C, H, W] in [0, 1].
+        ``noise``, ``generator``, ``z`` as in :meth:`generate`."""
         with float32_region():  # the exact decoder stays out of autocast
             image = jpeg.decode(coeffs, rounding="exact")
-        return self.generate(image, coeffs.qt, noise, generator)
+        return self.generate(image, coeffs.qt, noise, generator, z)
 
 
 class VGGStyleDiscriminator(nn.Module):

@@ -271,7 +271,19 @@ class AdversarialTask(RestorationTask):
             {**(discriminator_config or {}), "scheduler": self.discriminator_scheduler_config},
             self.discriminator_parameters(),
         )
+        self._check_schedule_lengths([generator, discriminator])
         return [generator, discriminator]
+
+    def _check_schedule_lengths(self, optimizers: list[dict[str, Any]]) -> None:
+        """Warn about a scheduler whose ``T_max`` equals ``trainer.max_steps``: it is stepped once per batch while
+        ``global_step`` counts two steps per batch, so it would end halfway (use ``${jr_floordiv:...,2}``)."""
+        max_steps = getattr(self._trainer, "max_steps", -1) if self._trainer is not None else -1
+        for entry in optimizers:
+            scheduler = entry.get("lr_scheduler", {}).get("scheduler")
+            if max_steps > 0 and getattr(scheduler, "T_max", None) == max_steps:
+                log.warning("%s has T_max = trainer.max_steps = %d, but it is stepped once per batch and "
+                            "trainer.max_steps counts 2 steps per batch: it will stop halfway. Use "
+                            "T_max: ${jr_floordiv:${trainer.max_steps},2}", type(scheduler).__name__, max_steps)
 
     def step_schedulers(self) -> None:
         """Step both learning-rate schedulers once (manual optimization does not step them)."""
