@@ -130,3 +130,53 @@ def test_stage2_experiment_has_the_paper_hyperparameters(tmp_path):
     assert discriminator["timestep"] == 199 and discriminator["condition_tokens"] == 77
     assert (cfg.data.batch_size, cfg.model.train_crop, cfg.data.crop_size) == (32, 256, 264)
     assert cfg.trainer.max_steps == 200_000 and cfg.ddp_find_unused_parameters is True
+
+
+@pytest.fixture(scope="module")
+def task(inputs):
+    """The stage-2 task of the tiny experiment (paper weights: L2 1, DISTS 1, GAN 5e-3), not trained."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train(inputs)
+    return cfg.model, instantiate(cfg.model)
+
+
+def test_generator_total_is_eq7_with_the_configured_weights(task):
+    """l2_weight * MSE + dists_weight * DISTS + gan_weight * softplus(-D(z)), each term recomputed here with the
+    config's weights. MSE and the GAN term differ by far more than the tolerance, so swapping their weights
+    (or dropping a term) changes the total."""
+    import torch.nn.functional as F
+
+    cfg, model = task
+    g = torch.Generator().manual_seed(0)
+    restored, target = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    latent = torch.randn(2, 4, 8, 8, generator=g)
+    with torch.no_grad():
+        terms = model.generator_loss(restored, target, latent, torch.Generator().manual_seed(1))
+        mse = (restored - target).square().mean()
+        gan = F.softplus(-model.discriminator(latent, torch.Generator().manual_seed(1))).mean()
+        dists = model.dists_loss(restored, target).mean()
+    assert cfg.l2_weight != cfg.gan_weight
+    expected = cfg.l2_weight * mse + cfg.dists_weight * dists + cfg.gan_weight * gan
+    swapped = cfg.gan_weight * mse + cfg.dists_weight * dists + cfg.l2_weight * gan
+    assert abs(float(swapped - expected)) > 0.1 * float(expected)
+    assert min(float(cfg.gan_weight * gan), float(cfg.dists_weight * dists)) > 1e-3 * float(expected)
+    for name, value in [("l2", mse), ("gan", gan), ("dists", dists)]:
+        assert float(terms[name]) == pytest.approx(float(value), rel=1e-5), name
+    assert float(terms["total"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_training_step_sees_grids_shifted_at_the_configured_rate(task, inputs):
+    """The crops the training step feeds the generator (72 px compressed crops cut to 64): shifted at the
+    configured rate (0.5) over 200 draws to offsets covering 0..8 on both axes; never with shift_prob=0."""
+    from hydra.utils import instantiate
+
+    from codiff_helpers import assert_grid_shifts_follow, crops_seen_by_training_step
+
+    cfg, model = task
+    offsets, shape = crops_seen_by_training_step(model, "forward_with_latent", size=72)
+    assert shape == (64, 64) and cfg.shift_prob == 0.5
+    assert_grid_shifts_follow(offsets, cfg.shift_prob, margin=8)
+    never = instantiate(compose_train([*inputs, "model.shift_prob=0", "model.dists_weight=0"]).model)
+    offsets, _ = crops_seen_by_training_step(never, "forward_with_latent", size=72, batches=5)
+    assert_grid_shifts_follow(offsets, 0.0, margin=8)
