@@ -47,7 +47,7 @@ def test_sigusr1_requeue_checkpoint_resumes_at_its_step_with_its_weights(tmp_pat
     saves hpc_ckpt_1.ckpt into the run directory and calls `scontrol requeue <job id>` (a stand-in records it);
     the job is then killed (nothing else saved). The requeued job, with the same job id and ckpt_path=last,
     resumes from hpc_ckpt_1.ckpt: at step 3, with its weights and optimizer moments, and ends on the weights of
-    a job that was never requeued."""
+    a job that was never requeued. Its metrics.csv keeps the rows logged before the requeue."""
     import signal
 
     import lightning.pytorch as pl
@@ -65,6 +65,9 @@ def test_sigusr1_requeue_checkpoint_resumes_at_its_step_with_its_weights(tmp_pat
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     logs = tmp_path / "logs"
     run_dir = logs / "slurm_test" / "runs" / "slurm-4242"  # what train.sbatch's hydra.run.dir gives
+
+    def header_index(column, lines):
+        return lines[0].split(",").index(column)
 
     class Killed(BaseException):
         """SLURM ending the requeued job."""
@@ -103,12 +106,20 @@ def test_sigusr1_requeue_checkpoint_resumes_at_its_step_with_its_weights(tmp_pat
     assert saved["global_step"] == 3
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
 
+    metrics_csv = run_dir / "csv" / "metrics.csv"
+    before = metrics_csv.read_text().splitlines()  # flushed by Lightning's handler before it saved
+    logged_steps = {row.split(",")[header_index("step", before)] for row in before[1:]}
+    assert len(before) > 1
+
     ckpt_path, datamodule, model, trainer = job()
     assert ckpt_path == str(hpc)
     start = StartState()
     trainer.callbacks.append(start)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     assert start.step == 3 and trainer.global_step == 6
+    after = metrics_csv.read_text().splitlines()  # the requeued job continued the run's metrics.csv
+    assert logged_steps <= {row.split(",")[header_index("step", after)] for row in after[1:]}
+    assert len(after) > len(before)
     assert saved["state_dict"].keys() == start.weights.keys()
     assert all(torch.equal(v, start.weights[k]) for k, v in saved["state_dict"].items())
     expected = [s["exp_avg"] for s in saved["optimizer_states"][0]["state"].values()]
