@@ -214,3 +214,86 @@ def test_lambda_c_schedule_is_piecewise_linear():
         piecewise_linear([[10, 1.0], [5, 2.0]], 0)
     with pytest.raises(ValueError, match="at least one"):
         piecewise_linear([], 0)
+
+
+def _two_quality_batch(seed: int = 0) -> dict:
+    """Two 32x32 photo crops JPEG'd at QF 10 and QF 50 (so the two inputs have different tables)."""
+    from jpeg_helpers import photo, to_tensor
+
+    target = torch.cat([to_tensor(photo("astronaut", 32, 32, 100 + 40 * i, 150 + 40 * seed)) for i in range(2)])
+    coeffs = jpeg.encode(target, quality=torch.tensor([10, 50]), rounding="exact")
+    return {"target": target, "input": jpeg.decode(coeffs, rounding="exact"), "coeffs": coeffs,
+            "quality": torch.tensor([10, 50])}
+
+
+def _eight_bit_draws(batch: dict, draws: int = 2) -> torch.Tensor:
+    """[P, B, 3, H, W] draws near the inputs (an offset shared by the draws and a smaller one of each), on 8-bit
+    values (so libjpeg can compress them as they are)."""
+    g = torch.Generator().manual_seed(3)
+    shared = 0.1 * torch.randn(batch["input"].shape, generator=g)
+    own = 0.01 * torch.randn(draws, *batch["input"].shape, generator=g)
+    return ((batch["input"] + shared + own).clamp(0, 1) * 255).round() / 255
+
+
+def test_generator_total_is_eq10_with_the_configured_weights(runs, tmp_path):
+    """Eq. 10 written out: V + lambda_C C + lambda_FM FM + lambda_P P + lambda_SM SM, each term recomputed here
+    from its definition (Eq. 4-7) and each weight read from the composed config; lambda_C from a steep ramp at
+    generator iteration global_step // 2 (two optimizer steps per batch). Every weighted term is large enough that
+    leaving one out, swapping two weights or ramping over optimizer steps changes the total."""
+    from unittest import mock
+
+    import torch.nn.functional as F
+    from jpeg_helpers import pillow_decode, pillow_jpeg, to_tensor, to_uint8
+    from jpegrestore.tasks.posterior import PosteriorGAN
+
+    vgg = write_random_vgg19(tmp_path / "vgg19-he.pth", he_init=True)  # P well above zero
+    cfg = compose_train([*runs["gan_overrides"], "model.lambda_c=[[0,1.0],[10,5.0]]", f"model.vgg_weights={vgg}"]).model
+    model = instantiate(cfg).eval()
+    batch = _two_quality_batch()
+    samples = _eight_bit_draws(batch)
+    with mock.patch.object(PosteriorGAN, "global_step", new_callable=mock.PropertyMock, return_value=6):
+        with torch.no_grad():
+            terms = model.generator_loss(batch, samples)
+    p, flat = samples.shape[0], samples.flatten(0, 1)
+    target = batch["target"]
+    with torch.no_grad():
+        gan = F.softplus(-model.discriminator(flat)).mean()
+        fm = (target - samples.mean(0)).square().mean()
+        mmse = model.mmse.generate(batch["input"], batch["coeffs"].qt, noise=False)
+        sm = ((target - mmse).square() - samples.var(0, correction=1)).abs().mean()
+        perceptual = model.perceptual(flat, target.repeat(p, 1, 1, 1))
+    # C (Eq. 4): each draw compressed by libjpeg (Pillow) at its own input's quality, against the input.
+    layout = batch["coeffs"].subsampling
+    recompressed = torch.stack([torch.cat([
+        to_tensor(pillow_decode(pillow_jpeg(to_uint8(samples[d, b:b + 1]), int(q), layout)))
+        for b, q in enumerate(batch["quality"])]) for d in range(p)])
+    c = (batch["input"] - recompressed).square().mean()
+    lambda_c = 1.0 + (5.0 - 1.0) * (6 // 2) / 10  # the ramp at generator iteration 3
+    weighted = {"gan": gan, "c": lambda_c * c, "fm": cfg.lambda_fm * fm, "p": cfg.lambda_p * perceptual,
+                "sm": cfg.lambda_sm * sm}
+    assert cfg.lambda_fm != cfg.lambda_sm and cfg.lambda_p != cfg.lambda_fm
+    for name, expected in [("gan", gan), ("c", c), ("fm", fm), ("sm", sm), ("p", perceptual)]:
+        assert float(terms[name]) == pytest.approx(float(expected), rel=1e-4), name
+    total = sum(weighted.values())
+    assert min(float(v) for v in weighted.values()) > 1e-3 * float(total)  # no term hides under the tolerance
+    assert float(terms["total"]) == pytest.approx(float(total), rel=1e-5)
+
+
+def test_consistency_uses_each_inputs_own_tables(runs):
+    """Two inputs at QF 10 and QF 50 in one batch: C equals the mean of C over each input alone, and it is far
+    from the C of the same draws measured with one input's tables for both."""
+    model = runs["model"].eval()
+    batch = _two_quality_batch(seed=1)
+    samples = _eight_bit_draws(batch)
+    with torch.no_grad():
+        both = float(model.generator_loss(batch, samples)["c"])
+        alone = []
+        for b in range(2):
+            single = {"target": batch["target"][b:b + 1], "input": batch["input"][b:b + 1],
+                      "coeffs": batch["coeffs"][b:b + 1], "quality": batch["quality"][b:b + 1]}
+            alone.append(float(model.generator_loss(single, samples[:, b:b + 1])["c"]))
+        swapped = batch["coeffs"][[1, 0]]
+        wrong = jpeg.compress(samples.flatten(0, 1), tables=swapped.qt.repeat(2, 1, 1, 1), subsampling="4:2:0")
+        wrong_c = float((batch["input"].repeat(2, 1, 1, 1) - wrong).square().mean())
+    assert both == pytest.approx(sum(alone) / 2, rel=1e-5)
+    assert abs(wrong_c - both) > 0.2 * both
