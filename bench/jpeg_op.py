@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def kornia_compress(x: torch.Tensor, q: int) -> torch.Tensor:
     import kornia
 
-    return kornia.enhance.jpeg_codec_differentiable(x, torch.full((x.shape[0],), float(q)))
+    return kornia.enhance.jpeg_codec_differentiable(x, torch.full((x.shape[0],), float(q), device=x.device))
 
 
 def accuracy_table() -> None:
@@ -72,31 +73,47 @@ def accuracy_table() -> None:
 
 
 def best_time(fn, repeats: int) -> float:
-    fn()
+    """Best seconds of ``repeats`` calls of ``fn`` after one warm-up call (CUDA work is waited for)."""
+    def run():
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    run()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        fn()
+        run()
         times.append(time.perf_counter() - t)
     return min(times)
 
 
-def speed_table(repeats: int) -> None:
-    x = torch.rand(16, 3, 256, 256, generator=torch.Generator().manual_seed(0))
-    q = 50
-
+def speed_runs(x: torch.Tensor, q: int) -> dict[str, Callable[[], None]]:
+    """method -> a call of forward + backward of ``x`` (any device) at quality ``q``: kornia first, then ours in
+    every rounding mode ("exact": forward only, no gradient)."""
     def step(compress):
         def run():
             xx = x.clone().requires_grad_(True)
             compress(xx, q).sum().backward()
         return run
 
-    peer = best_time(step(kornia_compress), repeats)
-    rows = [("kornia jpeg_codec_differentiable", peer)]
-    rows.append(("ours ste (default)", best_time(step(lambda a, b: jpeg.compress(a, b)), repeats)))
-    rows.append(("ours cubic", best_time(step(lambda a, b: jpeg.compress(a, b, rounding="cubic")), repeats)))
-    with torch.no_grad():
-        rows.append(("ours exact, forward only", best_time(lambda: jpeg.compress(x, q, rounding="exact"), repeats)))
+    def exact_forward():
+        with torch.no_grad():
+            jpeg.compress(x, q, rounding="exact")
+
+    return {
+        "kornia jpeg_codec_differentiable": step(kornia_compress),
+        "ours ste (default)": step(lambda a, b: jpeg.compress(a, b)),
+        "ours cubic": step(lambda a, b: jpeg.compress(a, b, rounding="cubic")),
+        "ours exact, forward only": exact_forward,
+    }
+
+
+def speed_table(repeats: int) -> None:
+    x = torch.rand(16, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    q = 50
+    rows = [(name, best_time(run, repeats)) for name, run in speed_runs(x, q).items()]
+    peer = rows[0][1]
     print(f"\nForward + backward, 16x3x256x256, quality {q}, {torch.get_num_threads()} threads, best of {repeats}")
     print(f"{'method':<36} {'seconds':>8} {'kornia / this':>14}")
     for name, t in rows:
