@@ -8,9 +8,10 @@ CUDA-vs-CPU bits, offline, with random weights at the papers' sizes, in one tabl
 Without CUDA (and without ``--tiny``) it says so and exits 0. Sizes come from one table, :data:`SETTINGS`
 ("full": the papers', "tiny": seconds on a CPU); everything else is the same code. Rows, in order:
 
-1. ``bit-exact``: the exact JPEG operator (encode, decode, ste compress forward, project, float_decode) on the
-   device against the CPU, on the sample photos (scikit-image's, uncropped up to 500x700), several qualities, 4:2:0,
-   4:4:4 and gray: every value must be identical.
+1. ``bit-exact``: the exact JPEG operator (encode, decode, ste compress forward, float_decode, and project at the
+   first quality) on the device against the CPU, on six of the sample photos (scikit-image's, cropped to at most
+   500x700, sizes not multiples of 16 among them) at q 10 and 90, 4:2:0, 4:4:4 and gray: every value must be
+   identical.
 2. ``jpeg op``: forward + backward of a 16x3x256x256 batch, ours (each rounding mode) beside kornia's
    ``jpeg_codec_differentiable`` (``bench/jpeg_op.py``'s functions), best of ``repeats`` after a warm-up.
 3. ``inference``: one JPEG through the evaluation code (best of ``repeats`` after ``warmup``): QGAC and the posterior
@@ -27,7 +28,7 @@ Without CUDA (and without ``--tiny``) it says so and exits 0. Sizes come from on
 Each row's failure is caught and shown as a failed row (the error in the note); the table is printed and written
 to ``DIR/gpu_check.md`` and ``DIR/gpu_check.json``, and the exit status is 1 when any row failed.
 Random weights are drawn once per run into ``--work`` (default: a temporary folder, removed at the end); the full
-run needs about 15 GB there (Stable Diffusion, guided-diffusion, QGAC checkpoints).
+run needs about 16 GB there (Stable Diffusion, guided-diffusion, QGAC checkpoints).
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ SETTINGS: dict[str, Callable[[], Settings]] = {
         warmup=1, repeats=3, train_batch=None, train={name: () for name in RECIPES},
         stable_diffusion=_sd21_configs(), cave="cave", qgac="qgac", posterior="posterior",
         guided_diffusion=_guided_diffusion_256(), codiff_size=1024, ddrm_size=256, ddrm_steps=3, decoder_size=512,
-        op_batch=(16, 3, 256, 256), photo_crop=(500, 700), photo_names=None, qualities=(10, 50, 95),
+        op_batch=(16, 3, 256, 256), photo_crop=(500, 700),
+        photo_names=("rocket", "retina", "chelsea", "coffee", "astronaut", "camera"), qualities=(10, 90),
     ),
     "tiny": lambda: Settings(
         warmup=0, repeats=1, train_batch=2, train=_tiny_train(),
@@ -298,21 +300,25 @@ def network(name: str, **overrides: Any) -> torch.nn.Module:
 
 
 # --------------------------------------------------------------------------------------------- 1. bit-exact
-def exact_outputs(x: torch.Tensor, quality: int, subsampling: str) -> dict[str, torch.Tensor]:
-    """Every exact path of the JPEG operator on ``x`` [1, C, H, W] (any device), moved to the CPU."""
+def exact_outputs(x: torch.Tensor, quality: int, subsampling: str, with_project: bool) -> dict[str, torch.Tensor]:
+    """Every exact path of the JPEG operator on ``x`` [1, C, H, W] (any device), moved to the CPU; ``project``
+    (60 iterations, the slowest on a CPU) only ``with_project``."""
     from jpegrestore import jpeg
 
     coeffs = jpeg.encode(x, quality, subsampling=subsampling, rounding="exact")
     decoded = jpeg.decode(coeffs, rounding="exact")
     outputs = {"encode y": coeffs.y, "decode": decoded, "float_decode": jpeg.float_decode(coeffs),
-               "compress ste": jpeg.compress(x, quality, subsampling=subsampling),
-               "project": jpeg.project((decoded + 0.05 * (x - 0.5)).clamp(0, 1), coeffs)}
+               "compress ste": jpeg.compress(x, quality, subsampling=subsampling)}
     if coeffs.cb is not None:
         outputs.update({"encode cb": coeffs.cb, "encode cr": coeffs.cr})
+    if with_project:
+        outputs["project"] = jpeg.project((decoded + 0.05 * (x - 0.5)).clamp(0, 1), coeffs)
     return {key: value.detach().cpu() for key, value in outputs.items()}
 
 
 def bit_exact(settings: Settings, device: torch.device) -> dict[str, Any]:
+    """The exact JPEG paths on ``device`` against the CPU on the sample photos; AssertionError if any value
+    differs. ``project`` runs at the first quality of each photo and layout."""
     compared = differing = 0
     worst = ""
     images = photos(settings)
@@ -321,8 +327,9 @@ def bit_exact(settings: Settings, device: torch.device) -> dict[str, Any]:
         layouts = [(x[:, :1], "4:4:4", "gray")] if gray else [(x, "4:2:0", "4:2:0"), (x, "4:4:4", "4:4:4")]
         for planes, subsampling, label in layouts:
             for quality in settings.qualities:
-                on_cpu = exact_outputs(planes, quality, subsampling)
-                on_device = exact_outputs(planes.to(device), quality, subsampling)
+                first = quality == settings.qualities[0]
+                on_cpu = exact_outputs(planes, quality, subsampling, first)
+                on_device = exact_outputs(planes.to(device), quality, subsampling, first)
                 for key, expected in on_cpu.items():
                     differ = int((on_device[key] != expected).sum())
                     compared += expected.numel()
@@ -330,9 +337,8 @@ def bit_exact(settings: Settings, device: torch.device) -> dict[str, Any]:
                     if differ and not worst:
                         worst = f"first: {name} {label} q{quality} {key}, {differ} values"
     sizes = sorted({f"{im.shape[0]}x{im.shape[1]}" for _, im, _ in images})
-    summary = (f"{len(images)} sample photos ({', '.join(sizes[:4])}{', ...' if len(sizes) > 4 else ''}), "
-               f"q {list(settings.qualities)}, 4:2:0 / 4:4:4 / gray; encode, decode, float_decode, ste compress, "
-               f"project: {differing} of {compared} values differ")
+    summary = (f"{len(images)} sample photos ({', '.join(sizes)}), q {list(settings.qualities)}, 4:2:0 / 4:4:4 / "
+               f"gray; encode, decode, float_decode, ste compress, project: {differing} of {compared} values differ")
     if differing:
         raise AssertionError(f"{device} is not bit-identical to cpu: {summary} ({worst})")
     return {"note": summary}
@@ -480,8 +486,8 @@ def recipe_overrides(recipe: str, settings: Settings, workspace: Workspace, laun
     base = [f"experiment={recipe}", *launch.trainer_overrides(), *settings.train[recipe], *spec.extra, *inputs]
     run = workspace.root / "runs" / recipe
     paths = [f"paths.output_dir={run}", f"paths.log_dir={run}"]
-    recipe_cfg = compose([*base, *paths])
-    batch = batch_size or settings.train_batch or max(1, int(recipe_cfg.data.batch_size) // launch.devices)
+    batch = batch_size or settings.train_batch  # else the recipe's total batch split over the processes
+    batch = batch or max(1, int(compose([*base, *paths]).data.batch_size) // launch.devices)
     batches = settings.warmup + settings.repeats
     overrides = [
         *base, "seed=0", "logger=csv", "callbacks.progress_bar=null", "callbacks.model_checkpoint=null",

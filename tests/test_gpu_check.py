@@ -132,8 +132,8 @@ def test_bit_exact_reports_a_device_that_differs_from_the_cpu(monkeypatch) -> No
     exact = gpu_check.exact_outputs
     calls = []
 
-    def second_call_differs(x, quality, subsampling):
-        outputs = exact(x, quality, subsampling)
+    def second_call_differs(x, quality, subsampling, with_project):
+        outputs = exact(x, quality, subsampling, with_project)
         calls.append(1)
         if len(calls) == 2:  # the device's outputs of the first photo
             outputs["decode"][0, 0, 0, 0] += 1 / 255
@@ -142,6 +142,32 @@ def test_bit_exact_reports_a_device_that_differs_from_the_cpu(monkeypatch) -> No
     monkeypatch.setattr(gpu_check, "exact_outputs", second_call_differs)
     with pytest.raises(AssertionError, match=r"not bit-identical to cpu: .* 1 of \d+ values differ .*chelsea"):
         gpu_check.bit_exact(settings, torch.device(DEVICE))
+
+
+def test_full_size_training_runs_compose_with_the_recipes_sizes_and_precision(tmp_path, monkeypatch) -> None:
+    """What the full check asks of train.py on 4 GPUs (composed, not run): the recipe's networks, crops and
+    precision, its total batch split over the GPUs, DDP, 1 + 3 batches (GAN recipes: 2 optimizer steps each)."""
+    gpu_check = _module()
+    settings = gpu_check.SETTINGS["full"]()
+    workspace = gpu_check.Workspace(tmp_path, settings, torch.device("cpu"))
+    monkeypatch.setattr(workspace, "file", lambda kind: tmp_path / kind)
+    workspace.checkpoints = {recipe: tmp_path / f"{recipe}.ckpt" for recipe in RECIPES}
+    from omegaconf import OmegaConf
+
+    for recipe in RECIPES:
+        _, cfg = gpu_check.recipe_overrides(recipe, settings, workspace, gpu_check.Launch("gpu", 4), None)
+        paper = compose_train([f"experiment={recipe}"])
+        network = OmegaConf.to_container(cfg.model.network, resolve=False)
+        assert network == OmegaConf.to_container(paper.model.network, resolve=False), recipe
+        assert cfg.data.crop_size == paper.data.crop_size and cfg.trainer.precision == paper.trainer.precision
+        assert cfg.data.batch_size == paper.data.batch_size // 4, recipe
+        assert cfg.trainer.devices == 4 and "DDPStrategy" in cfg.trainer.strategy._target_
+        steps = 2 if recipe in ("qgac_stage3", "codiff_stage2", "posterior_gan") else 1
+        assert cfg.trainer.max_steps == 4 * steps and cfg.trainer.val_check_interval == 4, recipe
+        assert cfg.data.samples_per_epoch == 4 * 4 * cfg.data.batch_size
+        assert cfg.callbacks.step_timer.warmup == 1
+        if recipe == "codiff_stage2":  # the random full-size Stable Diffusion folder
+            assert cfg.model.pretrained == str(tmp_path / "stable_diffusion")
 
 
 @pytest.mark.slow  # two training processes over gloo: about 40 s on 2 cores
