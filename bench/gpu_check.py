@@ -533,7 +533,8 @@ def train_recipe(recipe: str, settings: Settings, workspace: Workspace, launch: 
     memory = [r["peak_memory_bytes"] / 2**30 for r in records if r["peak_memory_bytes"] is not None]
     crop = cfg.model.get("train_crop") or cfg.data.crop_size
     steps = RECIPES[recipe].steps_per_batch
-    return {"seconds": seconds, "unit": "s/batch", "images_per_second": images / seconds, "peak_memory_gib": memory,
+    return {"precision": str(cfg.trainer.precision), "seconds": seconds, "unit": "s/batch",
+            "images_per_second": images / seconds, "peak_memory_gib": memory,
             "note": f"batch {records[0]['images_per_batch']} x {launch.devices} process(es), {crop} px crops, mean "
                     f"of {settings.repeats} batches after {settings.warmup}"
                     + (f", {steps} optimizer steps (G, D) per batch" if steps > 1 else "")}

@@ -134,7 +134,7 @@ def test_bit_exact_reports_a_device_that_differs_from_the_cpu(monkeypatch) -> No
 
     def second_call_differs(x, quality, subsampling, with_project):
         outputs = exact(x, quality, subsampling, with_project)
-        calls.append(1)
+        calls.append(x.device.type)
         if len(calls) == 2:  # the device's outputs of the first photo
             outputs["decode"][0, 0, 0, 0] += 1 / 255
         return outputs
@@ -142,6 +142,7 @@ def test_bit_exact_reports_a_device_that_differs_from_the_cpu(monkeypatch) -> No
     monkeypatch.setattr(gpu_check, "exact_outputs", second_call_differs)
     with pytest.raises(AssertionError, match=r"not bit-identical to cpu: .* 1 of \d+ values differ .*chelsea"):
         gpu_check.bit_exact(settings, torch.device(DEVICE))
+    assert len(calls) > 2 and calls == ["cpu", DEVICE] * (len(calls) // 2), "each CPU result is compared with the device's"
 
 
 def test_full_size_training_runs_compose_with_the_recipes_sizes_and_precision(tmp_path, monkeypatch) -> None:
@@ -168,6 +169,27 @@ def test_full_size_training_runs_compose_with_the_recipes_sizes_and_precision(tm
         assert cfg.callbacks.step_timer.warmup == 1
         if recipe == "codiff_stage2":  # the random full-size Stable Diffusion folder
             assert cfg.model.pretrained == str(tmp_path / "stable_diffusion")
+
+
+def test_step_timer_times_batches_after_the_warmup_without_validation(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from jpegrestore.utils import step_timer
+
+    clock = iter([0.0, 1.0, 3.0, 6.0, 10.0, 12.0])  # start, batch ends at 1, 3, 6, validation ends at 10, batch at 12
+    monkeypatch.setattr(step_timer.time, "perf_counter", lambda: next(clock))
+    module = SimpleNamespace(device=torch.device("cpu"))
+    trainer = SimpleNamespace(global_rank=1, world_size=2, global_step=8, state=SimpleNamespace(fn="fit"))
+    timer = step_timer.StepTimer(tmp_path, warmup=1)
+    timer.on_train_start(trainer, module)
+    for index in range(3):
+        timer.on_train_batch_end(trainer, module, None, {"target": torch.zeros(5, 3, 8, 8)}, index)
+    timer.on_validation_end(trainer, module)
+    timer.on_train_batch_end(trainer, module, None, {"target": torch.zeros(5, 3, 8, 8)}, 3)
+    timer.on_fit_end(trainer, module)
+    record = json.loads((tmp_path / "rank1.json").read_text())
+    assert record["batch_seconds"] == [2.0, 3.0, 2.0]  # the first batch (1 s) is the warm-up; validation left out
+    assert record["images_per_batch"] == 5 and record["world_size"] == 2 and record["peak_memory_bytes"] is None
 
 
 @pytest.mark.slow  # two training processes over gloo: about 40 s on 2 cores
