@@ -62,7 +62,6 @@ from codiff_cost import SD21_UNET, SD21_VAE  # noqa: E402
 
 #: Wall-time budget of the full run on one H100-class GPU.
 BUDGET_SECONDS = 8 * 60
-PARTS = ("bit-exact", "jpeg op", "inference", "train")
 #: reduced and full precision of the inference timings (CODiffMethod's precision names)
 HALF, FULL = "16", "32"
 DTYPES = {HALF: torch.float16, FULL: torch.float32}
@@ -197,6 +196,8 @@ class Row:
 
 @dataclass
 class Check:
+    """A row to run: ``run()`` returns the :class:`Row` fields it measured, or raises."""
+
     part: str
     name: str
     precision: str
@@ -231,8 +232,10 @@ class Workspace:
         if kind == "guided_diffusion":
             from jpegrestore.nn.guided_diffusion import GuidedDiffusionUNet, save_guided_diffusion
 
-            torch.manual_seed(0)
-            return save_guided_diffusion(GuidedDiffusionUNet(**self.settings.guided_diffusion), path / "prior.pt")
+            with torch.random.fork_rng(devices=[]), torch.device(self.device):  # drawn where it runs: quick
+                torch.manual_seed(0)
+                model = GuidedDiffusionUNet(**self.settings.guided_diffusion)
+            return save_guided_diffusion(model.cpu(), path / "prior.pt")
         raise ValueError(f"unknown random weights {kind!r}")
 
 
@@ -381,18 +384,23 @@ def best_of(settings: Settings, call: Callable[[], Any]) -> float:
     return min(times)
 
 
+def time_restoration(settings: Settings, device: torch.device, method: Callable, size: int,
+                     what: str) -> dict[str, Any]:
+    """Row fields of ``method(coeffs, jpeg_image)`` timed on one size x size JPEG (a photo, q 10, 4:2:0)."""
+    coeffs, image = jpeg_of(size)
+    seconds = best_of(settings, lambda: method(coeffs, image))
+    return {"seconds": seconds, "unit": "s/image", "images_per_second": 1 / seconds, "peak_memory_gib": peaks_gib(device),
+            "note": f"{size}x{size} 4:2:0 q10, {what}, best of {settings.repeats}"}
+
+
 def decoder_inference(settings: Settings, device: torch.device, name: str, **overrides: Any) -> dict[str, Any]:
     from jpegrestore.evaluation.methods import NetworkMethod
 
     net = network(name, **overrides)
     params = sum(p.numel() for p in net.parameters())
     method = NetworkMethod(net, device=device, tile=None)
-    coeffs, image = jpeg_of(settings.decoder_size)
-    seconds = best_of(settings, lambda: method(coeffs, image))
-    size = settings.decoder_size
-    return {"seconds": seconds, "unit": "s/image", "images_per_second": 1 / seconds, "peak_memory_gib": peaks_gib(device),
-            "note": f"{name} ({params / 1e6:.1f}M parameters), {size}x{size} 4:2:0 q10, evaluation path "
-                    f"(NetworkMethod), best of {settings.repeats}"}
+    return time_restoration(settings, device, method, settings.decoder_size,
+                            f"{name} ({params / 1e6:.1f}M parameters) through NetworkMethod")
 
 
 def codiff_inference(settings: Settings, device: torch.device, workspace: Workspace, precision: str) -> dict[str, Any]:
@@ -401,12 +409,9 @@ def codiff_inference(settings: Settings, device: torch.device, workspace: Worksp
 
     net = CODiff(pretrained=str(workspace.file("stable_diffusion")), cave=network_spec(settings.cave))
     method = CODiffMethod(network=net, device=device, precision=precision)
-    coeffs, image = jpeg_of(settings.codiff_size)
-    seconds = best_of(settings, lambda: method(coeffs, image))
-    size = settings.codiff_size
-    return {"seconds": seconds, "unit": "s/image", "images_per_second": 1 / seconds, "peak_memory_gib": peaks_gib(device),
-            "note": f"{size}x{size}, CODiffMethod (latent tiles, colour fix), best of {settings.repeats}; paper "
-                    f"{CODIFF_PAPER['seconds (A6000)']} s on an A6000 at 1024x1024"}
+    paper = f"paper {CODIFF_PAPER['seconds (A6000)']} s on an A6000 at 1024x1024"
+    return time_restoration(settings, device, method, settings.codiff_size,
+                            f"CODiffMethod (latent tiles, colour fix); {paper}")
 
 
 def ddrm_inference(settings: Settings, device: torch.device, workspace: Workspace, precision: str) -> dict[str, Any]:
@@ -622,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="per-process training batch instead of the recipe's total batch / devices")
     parser.add_argument("--only", action="append", default=[],
-                        help="run only rows whose 'part / name' contains this text (repeatable)")
+                        help="run only rows whose 'part / name' contains this text (repeatable; a stage 2 or 3 "
+                             "recipe needs the run it starts from)")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch folder for random weights and runs (kept); default: a temporary one")
     args = parser.parse_args(argv)

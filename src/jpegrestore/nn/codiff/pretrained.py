@@ -189,9 +189,10 @@ def write_random_stable_diffusion(out_dir: str | os.PathLike[str], configs: dict
     out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(seed)
-        with torch.device(device):
-            AutoencoderKL(**configs["vae"]).save_pretrained(out / "vae")
-            UNet2DConditionModel(**configs["unet"]).save_pretrained(out / "unet")
+        for part, cls in (("vae", AutoencoderKL), ("unet", UNet2DConditionModel)):
+            with torch.device(device):
+                module = cls(**configs[part])
+            module.cpu().save_pretrained(out / part)
     DDPMScheduler(**configs["scheduler"]).save_pretrained(out / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline",
