@@ -19,9 +19,10 @@ Without CUDA (and without ``--tiny``) it says so and exits 0. Sizes come from on
    fp32; paper 0.57 s on an A6000), DDRM-JPEG at 256x256 on guided-diffusion 256x256 uncond loaded by
    ``load_prior`` in fp16 and fp32 (seconds per network evaluation of the whole sampler).
 4. ``train``: ``train.py experiment=<recipe>`` (the composed Hydra config and ``jpegrestore.tasks.runner.train``)
-   for ``warmup + repeats`` batches at the recipe's precision and per-GPU batch (its total batch / GPUs), on the
-   bundled sample photos, on every visible GPU (``trainer=ddp`` through ``train.py`` subprocesses when there are
-   several); stage 2/3 recipes start from the checkpoints of the runs before them. Reports seconds per batch
+   for ``warmup + repeats`` batches at the recipe's precision and per-GPU batch (its total batch / GPUs, at most
+   16 so that one GPU holds every recipe; ``--batch-size`` sets it), on the bundled sample photos, on every
+   visible GPU (``trainer=ddp`` through ``train.py`` subprocesses when there are several); stage 2/3 recipes
+   start from the checkpoints of the runs before them. Reports seconds per batch
    (one optimizer step; GAN recipes: one generator and one discriminator step), images/s over all GPUs, peak
    memory per GPU (``jpegrestore.utils.step_timer.StepTimer``).
 
@@ -102,7 +103,8 @@ class Settings:
 
     warmup: int                                  # untimed calls / training batches first
     repeats: int                                 # timed calls / training batches
-    train_batch: int | None                      # per-process training batch; None: the recipe's total / GPUs
+    train_batch: int | None                      # per-process training batch; None: the recipe's total / GPUs,
+    max_train_batch: int                         # ... at most this (one GPU must hold every recipe)
     train: dict[str, tuple[str, ...]]            # recipe -> size overrides (none: the recipe as written)
     stable_diffusion: dict[str, dict]            # vae / unet / scheduler constructor arguments
     cave: str
@@ -164,14 +166,14 @@ TINY_GUIDED_DIFFUSION = dict(
 #: "full": the papers' sizes (warm-up 1, timed 3); "tiny": the same checks in seconds on a CPU.
 SETTINGS: dict[str, Callable[[], Settings]] = {
     "full": lambda: Settings(
-        warmup=1, repeats=3, train_batch=None, train={name: () for name in RECIPES},
+        warmup=1, repeats=3, train_batch=None, max_train_batch=16, train={name: () for name in RECIPES},
         stable_diffusion=_sd21_configs(), cave="cave", qgac="qgac", posterior="posterior",
         guided_diffusion=_guided_diffusion_256(), codiff_size=1024, ddrm_size=256, ddrm_steps=3, decoder_size=512,
         op_batch=(16, 3, 256, 256), photo_crop=(500, 700),
         photo_names=("rocket", "retina", "chelsea", "coffee", "astronaut", "camera"), qualities=(10, 90),
     ),
     "tiny": lambda: Settings(
-        warmup=0, repeats=1, train_batch=2, train=_tiny_train(),
+        warmup=0, repeats=1, train_batch=2, max_train_batch=2, train=_tiny_train(),
         stable_diffusion=_tiny_sd_configs(), cave="cave_tiny", qgac="qgac_tiny", posterior="posterior_tiny",
         guided_diffusion=TINY_GUIDED_DIFFUSION, codiff_size=48, ddrm_size=32, ddrm_steps=2, decoder_size=32,
         op_batch=(2, 3, 32, 32), photo_crop=(37, 53), photo_names=("chelsea", "camera"), qualities=(10,),
@@ -491,8 +493,10 @@ def recipe_overrides(recipe: str, settings: Settings, workspace: Workspace, laun
     base = [f"experiment={recipe}", *launch.trainer_overrides(), *settings.train[recipe], *spec.extra, *inputs]
     run = workspace.root / "runs" / recipe
     paths = [f"paths.output_dir={run}", f"paths.log_dir={run}"]
-    batch = batch_size or settings.train_batch  # else the recipe's total batch split over the processes
-    batch = batch or max(1, int(compose([*base, *paths]).data.batch_size) // launch.devices)
+    batch = batch_size or settings.train_batch  # else the recipe's total batch split over the processes, capped
+    if not batch:
+        total = int(compose([*base, *paths]).data.batch_size)
+        batch = max(1, min(settings.max_train_batch, total // launch.devices))
     batches = settings.warmup + settings.repeats
     overrides = [
         *base, "seed=0", "logger=csv", "callbacks.progress_bar=null", "callbacks.model_checkpoint=null",
@@ -625,7 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=None,
                         help="training processes (default: every visible GPU; 1 on the CPU; >1 on the CPU: gloo)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="per-process training batch instead of the recipe's total batch / devices")
+                        help="per-process training batch of every recipe (default: the recipe's total batch "
+                             "/ devices, at most 16)")
     parser.add_argument("--only", action="append", default=[],
                         help="run only rows whose 'part / name' contains this text (repeatable; a stage 2 or 3 "
                              "recipe needs the run it starts from)")

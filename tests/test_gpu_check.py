@@ -147,7 +147,8 @@ def test_bit_exact_reports_a_device_that_differs_from_the_cpu(monkeypatch) -> No
 
 def test_full_size_training_runs_compose_with_the_recipes_sizes_and_precision(tmp_path, monkeypatch) -> None:
     """What the full check asks of train.py on 4 GPUs (composed, not run): the recipe's networks, crops and
-    precision, its total batch split over the GPUs, DDP, 1 + 3 batches (GAN recipes: 2 optimizer steps each)."""
+    precision, its total batch split over the GPUs (at most 16 each), DDP, 1 + 3 batches (GAN recipes: 2 optimizer
+    steps each)."""
     gpu_check = _module()
     settings = gpu_check.SETTINGS["full"]()
     workspace = gpu_check.Workspace(tmp_path, settings, torch.device("cpu"))
@@ -161,7 +162,7 @@ def test_full_size_training_runs_compose_with_the_recipes_sizes_and_precision(tm
         network = OmegaConf.to_container(cfg.model.network, resolve=False)
         assert network == OmegaConf.to_container(paper.model.network, resolve=False), recipe
         assert cfg.data.crop_size == paper.data.crop_size and cfg.trainer.precision == paper.trainer.precision
-        assert cfg.data.batch_size == paper.data.batch_size // 4, recipe
+        assert cfg.data.batch_size == min(16, paper.data.batch_size // 4), recipe  # at most 16 per GPU
         assert cfg.trainer.devices == 4 and "DDPStrategy" in cfg.trainer.strategy._target_
         steps = 2 if recipe in ("qgac_stage3", "codiff_stage2", "posterior_gan") else 1
         assert cfg.trainer.max_steps == 4 * steps and cfg.trainer.val_check_interval == 4, recipe
