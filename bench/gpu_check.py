@@ -362,7 +362,7 @@ def jpeg_op_checks(settings: Settings, device: torch.device) -> list[Check]:
     def timed(name: str) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
             call = jpeg_op.speed_runs(x.to(device), quality)[name]
-            seconds = best[name] = jpeg_op.best_time(call, settings.repeats)
+            seconds = best[name] = best_of(settings, call)
             kornia = best.get(names[0])
             ratio = f"; kornia / this {kornia / seconds:.2f}x" if kornia else ""
             kind = "forward only" if "forward only" in name else "forward + backward"

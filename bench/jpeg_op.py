@@ -51,6 +51,27 @@ def kornia_compress(x: torch.Tensor, q: int) -> torch.Tensor:
     return kornia.enhance.jpeg_codec_differentiable(x, torch.full((x.shape[0],), float(q), device=x.device))
 
 
+def speed_runs(x: torch.Tensor, q: int) -> dict[str, Callable[[], None]]:
+    """method -> one forward + backward of ``x`` (any device) at quality ``q``: kornia first, then ours in every
+    rounding mode ("exact": forward only, no gradient). Used by bench/gpu_check.py."""
+    def step(compress):
+        def run():
+            xx = x.clone().requires_grad_(True)
+            compress(xx, q).sum().backward()
+        return run
+
+    def exact_forward():
+        with torch.no_grad():
+            jpeg.compress(x, q, rounding="exact")
+
+    return {
+        "kornia jpeg_codec_differentiable": step(kornia_compress),
+        "ours ste (default)": step(lambda a, b: jpeg.compress(a, b)),
+        "ours cubic": step(lambda a, b: jpeg.compress(a, b, rounding="cubic")),
+        "ours exact, forward only": exact_forward,
+    }
+
+
 def accuracy_table() -> None:
     imgs = photos()
     methods = {
@@ -73,47 +94,31 @@ def accuracy_table() -> None:
 
 
 def best_time(fn, repeats: int) -> float:
-    """Best seconds of ``repeats`` calls of ``fn`` after one warm-up call (CUDA work is waited for)."""
-    def run():
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-    run()
+    fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        run()
+        fn()
         times.append(time.perf_counter() - t)
     return min(times)
 
 
-def speed_runs(x: torch.Tensor, q: int) -> dict[str, Callable[[], None]]:
-    """method -> a call of forward + backward of ``x`` (any device) at quality ``q``: kornia first, then ours in
-    every rounding mode ("exact": forward only, no gradient)."""
+def speed_table(repeats: int) -> None:
+    x = torch.rand(16, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    q = 50
+
     def step(compress):
         def run():
             xx = x.clone().requires_grad_(True)
             compress(xx, q).sum().backward()
         return run
 
-    def exact_forward():
-        with torch.no_grad():
-            jpeg.compress(x, q, rounding="exact")
-
-    return {
-        "kornia jpeg_codec_differentiable": step(kornia_compress),
-        "ours ste (default)": step(lambda a, b: jpeg.compress(a, b)),
-        "ours cubic": step(lambda a, b: jpeg.compress(a, b, rounding="cubic")),
-        "ours exact, forward only": exact_forward,
-    }
-
-
-def speed_table(repeats: int) -> None:
-    x = torch.rand(16, 3, 256, 256, generator=torch.Generator().manual_seed(0))
-    q = 50
-    rows = [(name, best_time(run, repeats)) for name, run in speed_runs(x, q).items()]
-    peer = rows[0][1]
+    peer = best_time(step(kornia_compress), repeats)
+    rows = [("kornia jpeg_codec_differentiable", peer)]
+    rows.append(("ours ste (default)", best_time(step(lambda a, b: jpeg.compress(a, b)), repeats)))
+    rows.append(("ours cubic", best_time(step(lambda a, b: jpeg.compress(a, b, rounding="cubic")), repeats)))
+    with torch.no_grad():
+        rows.append(("ours exact, forward only", best_time(lambda: jpeg.compress(x, q, rounding="exact"), repeats)))
     print(f"\nForward + backward, 16x3x256x256, quality {q}, {torch.get_num_threads()} threads, best of {repeats}")
     print(f"{'method':<36} {'seconds':>8} {'kornia / this':>14}")
     for name, t in rows:
