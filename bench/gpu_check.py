@@ -282,7 +282,7 @@ def photo_tensor(size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image[:size, :size])).permute(2, 0, 1)[None].float() / 255
 
 
-def jpeg_of(size: int, quality: int = 10):
+def jpeg_of(size: int, quality: int = 10) -> tuple[Any, torch.Tensor]:
     """(coefficients, decoded image) of a size x size photo at ``quality``, 4:2:0, CPU."""
     from jpegrestore import jpeg
 
@@ -395,7 +395,7 @@ def time_restoration(settings: Settings, device: torch.device, method: Callable,
     coeffs, image = jpeg_of(size)
     seconds = best_of(settings, lambda: method(coeffs, image))
     return {"seconds": seconds, "unit": "s/image", "images_per_second": 1 / seconds, "peak_memory_gib": peaks_gib(device),
-            "note": f"{size}x{size} 4:2:0 q10, {what}, best of {settings.repeats}"}
+            "note": f"{size}x{size} 4:2:0 q10, best of {settings.repeats}; {what}"}
 
 
 def decoder_inference(settings: Settings, device: torch.device, name: str, **overrides: Any) -> dict[str, Any]:
@@ -405,7 +405,7 @@ def decoder_inference(settings: Settings, device: torch.device, name: str, **ove
     params = sum(p.numel() for p in net.parameters())
     method = NetworkMethod(net, device=device, tile=None)
     return time_restoration(settings, device, method, settings.decoder_size,
-                            f"{name} ({params / 1e6:.1f}M parameters) through NetworkMethod")
+                            f"{name} ({params:,} parameters) through NetworkMethod")
 
 
 def codiff_inference(settings: Settings, device: torch.device, workspace: Workspace, precision: str) -> dict[str, Any]:
@@ -435,7 +435,7 @@ def ddrm_inference(settings: Settings, device: torch.device, workspace: Workspac
     seconds /= evaluations
     size = settings.ddrm_size
     return {"seconds": seconds, "unit": "s/evaluation", "peak_memory_gib": peaks_gib(device),
-            "note": f"guided-diffusion {size}x{size} uncond ({params / 1e6:.1f}M parameters, load_prior dtype "
+            "note": f"guided-diffusion {size}x{size} uncond ({params:,} parameters, load_prior dtype "
                     f"{DTYPES[precision]}), whole sampler ({settings.ddrm_steps} steps, {evaluations} evaluations) / "
                     f"evaluations, best of {settings.repeats}; the paper's 20 steps: x20 per image"}
 
@@ -554,7 +554,7 @@ def train_recipe(recipe: str, settings: Settings, workspace: Workspace, launch: 
     return {"precision": str(cfg.trainer.precision), "seconds": seconds, "unit": "s/batch",
             "images_per_second": images / seconds, "peak_memory_gib": memory,
             "note": f"batch {records[0]['images_per_batch']} x {launch.devices} process(es), {crop} px crops, mean "
-                    f"of {settings.repeats} batches after {settings.warmup}"
+                    f"of {settings.repeats} timed batch(es) after {settings.warmup} warm-up"
                     + (f", {steps} optimizer steps (G, D) per batch" if steps > 1 else "")}
 
 
