@@ -54,7 +54,7 @@ def _run(*args: str, out: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
-    result = _run("--tiny", out=out)
+    result = _run("--tiny", "--devices", "1", out=out)  # several GPUs: test_several_devices_...
     return result, out
 
 
