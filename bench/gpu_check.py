@@ -267,7 +267,7 @@ def photos(settings: Settings) -> list[tuple[str, np.ndarray, bool]]:
     source = SampleSource("all")
     height, width = settings.photo_crop
     chosen = [i for i in range(len(source)) if settings.photo_names is None or source.name(i) in settings.photo_names]
-    return [(source.name(i), np.ascontiguousarray(source.open(i)[:height, :width]), source.name(i) in SAMPLE_GRAYSCALE)
+    return [(source.name(i), np.array(source.open(i)[:height, :width]), source.name(i) in SAMPLE_GRAYSCALE)  # a copy
             for i in chosen]
 
 
