@@ -394,7 +394,8 @@ def time_restoration(settings: Settings, device: torch.device, method: Callable,
     """Row fields of ``method(coeffs, jpeg_image)`` timed on one size x size JPEG (a photo, q 10, 4:2:0)."""
     coeffs, image = jpeg_of(size)
     seconds = best_of(settings, lambda: method(coeffs, image))
-    return {"seconds": seconds, "unit": "s/image", "images_per_second": 1 / seconds, "peak_memory_gib": peaks_gib(device),
+    return {"seconds": seconds, "unit": "s/image", "images_per_second": 1 / seconds,
+            "peak_memory_gib": peaks_gib(device),
             "note": f"{size}x{size} 4:2:0 q10, best of {settings.repeats}; {what}"}
 
 
@@ -443,7 +444,8 @@ def ddrm_inference(settings: Settings, device: torch.device, workspace: Workspac
 def inference_checks(settings: Settings, device: torch.device, workspace: Workspace) -> list[Check]:
     size = settings.decoder_size
     checks = [
-        Check("inference", f"QGAC {size}x{size}", FULL, lambda: decoder_inference(settings, device, settings.qgac, stats=None)),
+        Check("inference", f"QGAC {size}x{size}", FULL,
+              lambda: decoder_inference(settings, device, settings.qgac, stats=None)),
         Check("inference", f"posterior decoder {size}x{size}", FULL,
               lambda: decoder_inference(settings, device, settings.posterior)),
     ]
@@ -598,8 +600,8 @@ def run_check(check: Check, device: torch.device) -> Row:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    print(f"[{time.perf_counter() - start:6.1f} s, cpu {time.process_time() - cpu:6.1f} s] {row.part} / {row.name} ({row.precision}): {row.status}",
-          flush=True)
+    took = f"{time.perf_counter() - start:6.1f} s, cpu {time.process_time() - cpu:6.1f} s"
+    print(f"[{took}] {row.part} / {row.name} ({row.precision}): {row.status}", flush=True)
     return row
 
 
@@ -608,6 +610,7 @@ def _number(value: float | None, digits: int = 4) -> str:
 
 
 def markdown(rows: list[Row], header: str) -> str:
+    """``header``, then the rows as one markdown table."""
     lines = [header, "", "| part | name | precision | status | time | images/s | peak GiB per GPU | note |",
              "|---|---|---|---|---:|---:|---|---|"]
     for row in rows:
@@ -620,6 +623,7 @@ def markdown(rows: list[Row], header: str) -> str:
 
 
 def write_report(out: Path, rows: list[Row], info: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``out/gpu_check.md`` (the table) and ``out/gpu_check.json`` (``info`` and every row). -> both paths."""
     out.mkdir(parents=True, exist_ok=True)
     header = (f"GPU check ({info['mode']}) on {info['device_name']}, {info['devices']} training device(s), torch "
               f"{info['torch']}: {info['total_seconds']:.0f} s in total")

@@ -142,7 +142,7 @@ def test_bit_exact_reports_a_device_that_differs_from_the_cpu(monkeypatch) -> No
     monkeypatch.setattr(gpu_check, "exact_outputs", second_call_differs)
     with pytest.raises(AssertionError, match=r"not bit-identical to cpu: .* 1 of \d+ values differ .*chelsea"):
         gpu_check.bit_exact(settings, torch.device(DEVICE))
-    assert len(calls) > 2 and calls == ["cpu", DEVICE] * (len(calls) // 2), "each CPU result is compared with the device's"
+    assert len(calls) > 2 and calls == ["cpu", DEVICE] * (len(calls) // 2), "CPU results against the device's"
 
 
 def test_full_size_training_runs_compose_with_the_recipes_sizes_and_precision(tmp_path, monkeypatch) -> None:
