@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv train test test-slow bench evaluate sweep-qf clean
+.PHONY: venv train test test-slow bench gpu-check evaluate sweep-qf clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/jpeg_op.py
+
+# GPU acceptance check (every recipe, inference timings, JPEG op on the GPU); make gpu-check ARGS="--out DIR"
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(ARGS)
 
 # make evaluate CKPT=logs/<task>/runs/<run>/checkpoints/last.ckpt  (plain JPEG when CKPT is empty)
 evaluate: $(STAMP)

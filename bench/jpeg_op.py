@@ -18,6 +18,7 @@ import io
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -53,7 +54,28 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def kornia_compress(x: torch.Tensor, q: int) -> torch.Tensor:
     import kornia
 
-    return kornia.enhance.jpeg_codec_differentiable(x, torch.full((x.shape[0],), float(q)))
+    return kornia.enhance.jpeg_codec_differentiable(x, torch.full((x.shape[0],), float(q), device=x.device))
+
+
+def speed_runs(x: torch.Tensor, q: int) -> dict[str, Callable[[], None]]:
+    """method -> one forward + backward of ``x`` (any device) at quality ``q``: kornia first, then ours in every
+    rounding mode ("exact": forward only, no gradient). Used by bench/gpu_check.py."""
+    def step(compress):
+        def run():
+            xx = x.clone().requires_grad_(True)
+            compress(xx, q).sum().backward()
+        return run
+
+    def exact_forward():
+        with torch.no_grad():
+            jpeg.compress(x, q, rounding="exact")
+
+    return {
+        "kornia jpeg_codec_differentiable": step(kornia_compress),
+        "ours ste (default)": step(lambda a, b: jpeg.compress(a, b)),
+        "ours cubic": step(lambda a, b: jpeg.compress(a, b, rounding="cubic")),
+        "ours exact, forward only": exact_forward,
+    }
 
 
 def accuracy_table() -> None:
