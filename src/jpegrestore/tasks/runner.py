@@ -60,7 +60,7 @@ def take_recorded_paths(model_cfg: DictConfig, ckpt_path: str | None) -> None:
     recorded. ValueError naming both files when the config names another file than the recorded one."""
     from hydra.utils import get_class
 
-    from jpegrestore.tasks.checkpoint import read_checkpoint
+    from jpegrestore.checkpoints import read_checkpoint
 
     keys = getattr(get_class(model_cfg._target_), "resumed_paths", ()) if model_cfg.get("_target_") else ()
     if not ckpt_path or not keys:
