@@ -151,8 +151,14 @@ class Evaluator:
         self.metric_names = names
         self.reported: set[str] = set()  # method-reported columns seen so far (extras, sample_std)
         self.suite = MetricSuite(per_image, **kwargs).to(self.device) if per_image else None
-        sides = [tables.JPEG] + ([] if self.baseline_only else [self.method_name])
-        self.fid = {s: MetricSuite(["fid"], **kwargs).to(self.device) for s in sides} if "fid" in names else {}
+        #: label -> method run on every batch beside the JPEG baseline (in this order)
+        self.methods: dict[str, RestorationMethod] = {} if self.baseline_only else {self.method_name: method}
+        #: False: a method's exception stops the run; True: its rows for that batch are marked failed
+        self.record_failures = False
+        self.bar = None  # progress bar over methods x images x qualities, set by ``run``
+        self._fid_kwargs = kwargs if "fid" in names else None
+        self.fid = {s: MetricSuite(["fid"], **kwargs).to(self.device) for s in [tables.JPEG, *self.methods]
+                    } if "fid" in names else {}
         self.status = dict(self.suite.status if self.suite else {})
         if self.fid:
             self.status["fid"] = self.fid[tables.JPEG].status["fid"]
@@ -168,54 +174,85 @@ class Evaluator:
         host = {k: v.detach().double().cpu().tolist() for k, v in values.items()}
         return [{k: host[k][i] for k in host} for i in range(pred.shape[0])]
 
-    @torch.no_grad()
-    def evaluate_batch(self, names: list[str], target: Tensor, quality: int) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
-        """Rows for one batch [B, C, H, W] at one quality, and the images (jpeg, restored) for panels."""
-        target = target.to(self.device)
+    def compress(self, target: Tensor, quality: int) -> tuple[jpeg.Coefficients, Tensor]:
+        """The exact JPEG of ``target`` [B, C, H, W] at ``quality`` and its 8-bit decoding (on ``self.device``)."""
         coeffs = jpeg.encode(target, quality=quality, subsampling=self.subsampling, rounding="exact")
-        jpeg_image = quantize_8bit(jpeg.decode(coeffs, rounding="exact"))  # 8-bit already; kept explicit
+        return coeffs, quantize_8bit(jpeg.decode(coeffs, rounding="exact"))  # 8-bit already; kept explicit
+
+    @torch.no_grad()
+    def evaluate_batch(self, names: list[str], target: Tensor, quality: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Rows for one batch [B, C, H, W] at one quality (JPEG first, then every method), and the images for
+        panels: ``jpeg``, ``target``, ``methods`` ({label: restored, or None where the method failed}) and, with
+        one method, ``restored``."""
+        target = target.to(self.device)
+        coeffs, jpeg_image = self.compress(target, quality)
         rows = []
         for name, values in zip(names, self._measure(tables.JPEG, jpeg_image, target, quality)):
             rows.append({"image": name, "quality": quality, "method": tables.JPEG, **values})
-        images = {"jpeg": jpeg_image, "target": target}
-        if self.baseline_only:
-            return rows, images
+        self._advance(len(names))
+        images: dict[str, Any] = {"jpeg": jpeg_image, "target": target, "methods": {}}
+        for label, method in self.methods.items():
+            try:
+                method_rows, restored = self.restore_batch(label, method, names, coeffs, jpeg_image, target, quality)
+            except Exception as error:  # noqa: BLE001 - reported per image, the other methods go on
+                if not self.record_failures:
+                    raise
+                log.warning("method %s failed on %s at QF %d: %s", label, ", ".join(names), quality, error)
+                message = f"{type(error).__name__}: {error}".replace("\n", " ")
+                method_rows = [{"image": n, "quality": quality, "method": label, "error": message} for n in names]
+                restored = None
+            rows.extend(method_rows)
+            images["methods"][label] = restored
+            self._advance(len(names))
+        if len(self.methods) == 1:
+            images["restored"] = next(iter(images["methods"].values()))
+        return rows, images
+
+    def _advance(self, images: int) -> None:
+        if self.bar is not None:
+            self.bar.update(images)
+
+    def restore_batch(self, label: str, method: RestorationMethod, names: list[str], coeffs: jpeg.Coefficients,
+                      jpeg_image: Tensor, target: Tensor, quality: int) -> tuple[list[dict[str, Any]], Tensor]:
+        """Rows of one method on one batch (metrics, its reported columns, seconds per image) and its 8-bit output."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        restored = quantize_8bit(self.method(coeffs, jpeg_image).to(self.device, torch.float32))
+        restored = quantize_8bit(method(coeffs, jpeg_image).to(self.device, torch.float32))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = (time.perf_counter() - start) / len(names)
         if restored.shape != target.shape:
-            raise ValueError(f"method {self.method_name} returned {tuple(restored.shape)} for {tuple(target.shape)}")
-        reported = self._method_reported(len(names))
-        samples = method_samples(self.method)
+            raise ValueError(f"method {label} returned {tuple(restored.shape)} for {tuple(target.shape)}")
+        reported = self._method_reported(len(names), method, label)
+        samples = method_samples(method)
         one_draw = None if samples is None else quantize_8bit(samples[0].to(self.device, torch.float32))
-        measured = self._measure(self.method_name, restored, target, quality, one_draw)
+        measured = self._measure(label, restored, target, quality, one_draw)
+        rows = []
         for i, (name, values) in enumerate(zip(names, measured)):
             extra = {k: v[i] for k, v in reported.items()}
-            rows.append({"image": name, "quality": quality, "method": self.method_name, **values, **extra,
-                         "seconds": seconds})
-        images["restored"] = restored
-        return rows, images
+            rows.append({"image": name, "quality": quality, "method": label, **values, **extra, "seconds": seconds})
+        return rows, restored
 
-    def _method_reported(self, batch: int) -> dict[str, list[float]]:
-        """Columns the method reports for its last call: its ``extras`` and, from ``last_samples`` with S >= 2,
-        the per-pixel standard deviation over draws (``sample_std``, on the 0..1 scale)."""
+    def _method_reported(self, batch: int, method: RestorationMethod | None = None,
+                         label: str | None = None) -> dict[str, list[float]]:
+        """Columns a method (default: the evaluated one) reports for its last call: its ``extras`` and, from
+        ``last_samples`` with S >= 2, the per-pixel standard deviation over draws (``sample_std``, 0..1 scale)."""
         from jpegrestore.metrics import sample_std
 
+        method = self.method if method is None else method
+        label = self.method_name if label is None else label
         columns = {}
-        for key, value in method_extras(self.method).items():
+        for key, value in method_extras(method).items():
             if key not in METRICS or METRICS[key].kind != "method":
-                raise ValueError(f"method {self.method_name} reports unknown column {key!r}; known: {METHOD_REPORTED}")
+                raise ValueError(f"method {label} reports unknown column {key!r}; known: {METHOD_REPORTED}")
             values = torch.as_tensor(value, dtype=torch.float64).flatten()
             if values.numel() == 1:
                 values = values.expand(batch)
             if values.numel() != batch:
-                raise ValueError(f"method {self.method_name} reported {values.numel()} {key!r} values for {batch} images")
+                raise ValueError(f"method {label} reported {values.numel()} {key!r} values for {batch} images")
             columns[key] = values.cpu().tolist()
-        samples = method_samples(self.method)
+        samples = method_samples(method)
         if samples is not None and samples.shape[0] >= 2:
             columns["sample_std"] = sample_std(quantize_8bit(samples.float())).per_image.double().cpu().tolist()
         self.reported.update(columns)
@@ -229,38 +266,49 @@ class Evaluator:
         from tqdm.auto import tqdm
 
         out = Path(output_dir)
-        (out / "comparisons").mkdir(parents=True, exist_ok=True)
         total = len(source) if max_images is None else min(len(source), int(max_images))
+        self.bar = tqdm(total=total * len(self.qualities) * (1 + len(self.methods)), unit="img",
+                        desc=f"evaluate {self.method_name} (methods x images x qualities)", disable=not self.progress)
+        rows, set_metrics, skipped = self.collect(source, out / "comparisons", max_images)
+        self.bar.close()
+        if not rows:
+            raise ValueError(f"no usable images in {getattr(source, 'where', source)} ({len(skipped)} skipped)")
+        return self._report(out, rows, set_metrics, skipped, header)
+
+    def collect(self, source, panel_dir: Path, max_images: int | None = None, transform: Any = None) -> tuple[list[dict[str, Any]], dict[str, dict[int, float | str]], list[str]]:
+        """Rows of every image of ``source`` at every quality, set metrics {side: {quality: value}} and skipped
+        images; panels of the leading images go to ``panel_dir``. ``transform`` maps each loaded image
+        [1, 3, H, W] to the one evaluated. ``self.bar`` (when set) advances by one per image, quality and method
+        (JPEG included)."""
+        panel_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, Any]] = []
         set_metrics: dict[str, dict[int, float | str]] = {}
         skipped: list[str] = []
-        bar = tqdm(total=total * len(self.qualities), desc=f"evaluate {self.method_name}", unit="img",
-                   disable=not self.progress)
         for qi, quality in enumerate(self.qualities):
             for suite in self.fid.values():
                 suite.reset()
             seen = 0
             found = iterate_images(source, max_images, skipped if qi == 0 else [])
+            if transform is not None:
+                found = ((name, transform(image)) for name, image in found)
             for names, batch in _batches(found, self.batch_size):
                 batch_rows, images = self.evaluate_batch(names, batch, quality)
                 rows.extend(batch_rows)
                 for i, name in enumerate(names):
                     if seen + i < self.comparisons:
-                        self._save_panel(out, name, quality, images, i)
+                        self._save_panel(panel_dir, name, quality, images, i)
                 seen += len(names)
-                bar.update(len(names))
             for side, suite in self.fid.items():
                 set_metrics.setdefault(side, {})[quality] = suite.compute()["fid"]
-        bar.close()
-        if not rows:
-            raise ValueError(f"no usable images in {getattr(source, 'where', source)} ({len(skipped)} skipped)")
-        return self._report(out, rows, set_metrics, skipped, header)
+        return rows, set_metrics, skipped
 
-    def _save_panel(self, out: Path, name: str, quality: int, images: dict[str, Tensor], i: int) -> None:
-        restored = images.get("restored")
-        labels = [f"JPEG q{quality}"] + ([] if restored is None else [self.method_name]) + ["original"]
-        path = out / "comparisons" / f"{_safe_stem(name)}_q{quality}.png"
-        save_comparison(path, images["jpeg"][i], None if restored is None else restored[i], images["target"][i], labels)
+    def _save_panel(self, panel_dir: Path, name: str, quality: int, images: dict[str, Any], i: int) -> None:
+        """JPEG | every method (a gray column where it failed) | original, one PNG per image and quality."""
+        restored = [None if r is None else r[i] for r in images["methods"].values()]
+        labels = [f"JPEG q{quality}", *(l if r is not None else f"{l} (failed)"
+                                         for l, r in zip(images["methods"], restored)), "original"]
+        path = panel_dir / f"{_safe_stem(name)}_q{quality}.png"
+        save_comparison(path, images["jpeg"][i], restored, images["target"][i], labels)
 
     def _report(self, out: Path, rows: list[dict[str, Any]], set_metrics: dict[str, dict[int, Any]],
                 skipped: list[str], header: Sequence[str]) -> EvaluationResult:
@@ -307,9 +355,16 @@ def _capped(rows: Sequence[Mapping[str, Any]]) -> int:
 def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> EvaluationResult:
     """Run the evaluation described by a composed ``conf/evaluate.yaml`` and write it to ``output_dir``.
 
-    Only the keys used here are resolved, so a config composed outside a Hydra run works too.
+    Only the keys used here are resolved, so a config composed outside a Hydra run works too. With ``methods``
+    or ``datasets`` set, the run compares every listed method on every data set
+    (:func:`jpegrestore.evaluation.compare.evaluate_comparison`).
     """
     from jpegrestore.utils.instantiate import to_plain
+
+    if cfg.get("methods") or cfg.get("datasets"):
+        from jpegrestore.evaluation.compare import evaluate_comparison
+
+        return evaluate_comparison(cfg, output_dir)
 
     def get(key: str, default: Any = None) -> Any:
         value = cfg.get(key, default)
