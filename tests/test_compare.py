@@ -13,9 +13,10 @@ from PIL import Image
 
 from checkpoint_helpers import write_tiny_checkpoint
 from posterior_helpers import write_posterior_checkpoint
+from spandrel_helpers import write_fbcnn
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["qf=[10,20]", "metrics=[psnr,ssim,consistency,bpp]", "device=cpu", "progress=false", "tile=0"]
+COMMON = ["qf=[10,20]", "metrics=[psnr,consistency,bpp]", "device=cpu", "progress=false", "tile=0"]
 
 
 def _compose(overrides, config="evaluate"):
@@ -44,10 +45,11 @@ class FailsOnWidth:
 
 @pytest.fixture(scope="module")
 def lineup(tmp_path_factory):
-    """Two folders of photos, checkpoints of two recipes (QGAC, posterior GAN) and a tiny diffusers prior."""
+    """Two folders of photos, checkpoints of two recipes (QGAC, posterior GAN), a tiny diffusers prior and a
+    random-weight FBCNN in its published layout."""
     import skimage.data
 
-    from jpegrestore.sampling import write_tiny_ddpm
+    from jpegrestore.nn.guided_diffusion import GuidedDiffusionUNet, save_guided_diffusion
 
     root = tmp_path_factory.mktemp("lineup")
     (root / "set1").mkdir()
@@ -55,32 +57,42 @@ def lineup(tmp_path_factory):
     Image.fromarray(skimage.data.astronaut()[80:120, 200:248]).save(root / "set1" / "a.png")
     Image.fromarray(skimage.data.coffee()[100:133, 150:191]).save(root / "set1" / "b.png")  # odd size
     Image.fromarray(skimage.data.chelsea()[60:100, 100:156]).save(root / "set2" / "c.png")
+    (root / "all").mkdir()  # the same three files in one folder, for the single-method runs
+    for path in [*(root / "set1").iterdir(), *(root / "set2").iterdir()]:
+        (root / "all" / path.name).write_bytes(path.read_bytes())
+    torch.manual_seed(0)  # a tiny prior in the file format of the paper's guided-diffusion model
+    prior = GuidedDiffusionUNet(image_size=32, in_channels=3, model_channels=32, out_channels=6, num_res_blocks=1,
+                                attention_resolutions=(16,), channel_mult=(1, 2), num_head_channels=16,
+                                use_scale_shift_norm=True, resblock_updown=True).eval()
+    for param in prior.parameters():  # the zero-initialised output convs would make every forward trivial
+        torch.nn.init.normal_(param, std=0.05)
     return {"root": root, "qgac": write_tiny_checkpoint(root / "qgac.ckpt")[0],
             "posterior": write_posterior_checkpoint(root / "posterior.ckpt"),
-            "prior": write_tiny_ddpm(root / "prior")}
+            "prior": save_guided_diffusion(prior, root / "tiny_256x256_diffusion_uncond.pt"),
+            "fbcnn": write_fbcnn(root / "fbcnn_color.pth")[0]}
 
 
 def _methods(lineup) -> list[str]:
     return [f"+methods.qgac.ckpt={lineup['qgac']}",
             f"+methods.posterior={{ckpt: {lineup['posterior']}, samples: 2, seed: 3}}",
             f"+methods.ddrm={{method: ddrm_jpeg, prior: {lineup['prior']}, samples: 2, steps: 2}}",
-            "+methods.plain=jpeg"]
+            f"+methods.fbcnn={{method: spandrel, weights: {lineup['fbcnn']}}}", "+methods.plain=jpeg"]
 
 
-def _single_runs(lineup, tmp_path) -> dict[tuple[str, str], list[dict]]:
-    """{(data set, method label): rows} of classic single-method runs on each folder."""
+def _single_runs(lineup, tmp_path) -> dict[str, list[dict]]:
+    """{method label: rows} of classic single-method runs on a folder holding the images of both data sets."""
     from jpegrestore.evaluation import evaluate_config
 
     singles = {"qgac": [f"ckpt={lineup['qgac']}"],
                "posterior": [f"ckpt={lineup['posterior']}", "method.samples=2", "method.seed=3"],
-               "ddrm": ["method=ddrm_jpeg", f"method.prior={lineup['prior']}", "method.samples=2", "method.steps=2"]}
+               "ddrm": ["method=ddrm_jpeg", f"method.prior={lineup['prior']}", "method.samples=2", "method.steps=2"],
+               "fbcnn": ["method=spandrel", f"method.weights={lineup['fbcnn']}"]}
     out = {}
-    for dataset in ("set1", "set2"):
-        for label, overrides in singles.items():
-            cfg = _compose([*overrides, f"data.source={lineup['root'] / dataset}", *COMMON, "comparisons=0"])
-            result = evaluate_config(cfg, tmp_path / f"single_{dataset}_{label}")
-            out[(dataset, "jpeg")] = [r for r in result.rows if r["method"] == "jpeg"]
-            out[(dataset, label)] = [r for r in result.rows if r["method"] == result.method]
+    for label, overrides in singles.items():
+        cfg = _compose([*overrides, f"data.source={lineup['root'] / 'all'}", *COMMON, "comparisons=0"])
+        result = evaluate_config(cfg, tmp_path / f"single_{label}")
+        out["jpeg"] = [r for r in result.rows if r["method"] == "jpeg"]
+        out[label] = [r for r in result.rows if r["method"] == result.method]
     return out
 
 
@@ -92,24 +104,27 @@ def test_one_run_equals_single_method_runs_and_writes_the_report(lineup, tmp_pat
                     *COMMON, "comparisons=1"])
     result = evaluate_config(cfg, tmp_path / "run")
     out = tmp_path / "run"
-    assert result.methods == ["jpeg", "qgac", "posterior", "ddrm"]  # "plain" is the JPEG baseline itself
+    assert result.methods == ["jpeg", "qgac", "posterior", "ddrm", "fbcnn"]  # "plain" is the JPEG baseline itself
     rows = _read_csv(out / "metrics.csv")
     # one row per data set x image x quality x method
-    assert len(rows) == (2 + 1) * 2 * 4
+    assert len(rows) == (2 + 1) * 2 * 5
     assert {(r["dataset"], r["image"]) for r in rows} == {("set1", "a.png"), ("set1", "b.png"), ("set2", "c.png")}
     assert not any(r["error"] for r in rows)
     singles = _single_runs(lineup, tmp_path)
-    metrics = ("psnr", "ssim", "consistency", "bpp", "seconds", "nfe", "sample_std")
-    for (dataset, label), expected in singles.items():
-        got = [r for r in result.rows if r["dataset"] == dataset and r["method"] == label]
-        assert [(r["image"], r["quality"]) for r in got] == [(r["image"], r["quality"]) for r in expected]
-        for g, e in zip(got, expected):
+    metrics = ("psnr", "consistency", "bpp", "seconds", "nfe", "sample_std")
+    where = {"a.png": "set1", "b.png": "set1", "c.png": "set2"}
+    for label, expected in singles.items():
+        got = {(r["dataset"], r["image"], r["quality"]): r for r in result.rows if r["method"] == label}
+        assert sorted(got) == sorted((where[r["image"]], r["image"], r["quality"]) for r in expected)
+        for e in expected:
+            g = got[(where[e["image"]], e["image"], e["quality"])]
             for name in metrics:
                 if name == "seconds":
                     assert (g.get(name) is None) == (e.get(name) is None)
                 else:
-                    assert g.get(name) == e.get(name), (dataset, label, g["image"], g["quality"], name)
+                    assert g.get(name) == e.get(name), (label, g["image"], g["quality"], name)
     assert {r["nfe"] for r in result.rows if r["method"] == "ddrm"} == {4.0}  # steps x samples
+    assert {r["nfe"] for r in result.rows if r["method"] == "fbcnn"} == {1.0}
     assert all(r["seconds"] > 0 for r in result.rows if r["method"] != "jpeg")
     # summary: one table per metric, columns data set x QF, means equal to the single runs'
     summary = result.files["summary"].read_text()
@@ -117,21 +132,22 @@ def test_one_run_equals_single_method_runs_and_writes_the_report(lineup, tmp_pat
     assert "### PSNR [RGB] ↑" in summary and "### Consistency RMSE (gray levels) ↓" in summary
     assert "### Seconds per image ↓" in summary and "### Network evaluations per image ↓" in summary
     psnr = summary.split("### PSNR [RGB] ↑")[1].split("###")[0]
-    for label, shown in (("jpeg", "JPEG"), ("qgac", "qgac"), ("posterior", "posterior"), ("ddrm", "ddrm")):
+    for label, shown in (("jpeg", "JPEG"), ("qgac", "qgac"), ("posterior", "posterior"), ("ddrm", "ddrm"),
+                         ("fbcnn", "fbcnn")):
         line = next(x for x in psnr.splitlines() if x.startswith(f"| {shown} |"))
         cells = [float(c.strip().strip("*").replace("<u>", "").replace("</u>", "")) for c in line.split("|")[2:-1]]
-        expected = [np.mean([r["psnr"] for r in singles[(d, label)] if r["quality"] == q])
+        expected = [np.mean([r["psnr"] for r in singles[label] if r["quality"] == q and where[r["image"]] == d])
                     for d in ("set1", "set2") for q in (10, 20)]
         assert cells == pytest.approx(expected, abs=0.006), label
     # plots: each metric against QF, one line per method; panels: one column per method
     for dataset in ("set1", "set2"):
-        for name in ("psnr", "ssim", "consistency"):
+        for name in ("psnr", "consistency", "sample_std"):
             with Image.open(out / "plots" / dataset / f"{name}_vs_qf.png") as plot:
                 assert plot.width > 300 and plot.convert("L").getextrema()[0] < 255
     panels = sorted(p.relative_to(out / "comparisons").as_posix() for p in (out / "comparisons").rglob("*.png"))
     assert panels == ["set1/a_q10.png", "set1/a_q20.png", "set2/c_q10.png", "set2/c_q20.png"]
     with Image.open(out / "comparisons" / "set2" / "c_q10.png") as panel:
-        assert panel.width == 5 * 56 + 4 * 4  # JPEG, qgac, posterior, ddrm, original, 4-px gaps
+        assert panel.width == 6 * 56 + 5 * 4  # JPEG, qgac, posterior, ddrm, fbcnn, original, 4-px gaps
         assert panel.height > 40 + 40  # the image and its zoomed crop
 
 

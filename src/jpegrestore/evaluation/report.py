@@ -134,7 +134,7 @@ def write_quality_plots(by_dataset: ByDataset, metrics: Sequence[str], folder: P
         target = folder / dataset
         target.mkdir(parents=True, exist_ok=True)
         for name in metrics:
-            if status.get(name, "ok") != "ok" or name == "bpp":
+            if status.get(name, "ok") != "ok" or name in ("bpp", "nfe"):  # the same files / a fixed count
                 continue
             path = target / f"{name}_vs_qf.png"
             files[f"plot_{dataset}_{name}"] = plots.plot_metric_vs_quality(means, name, path, y_convention)
