@@ -25,6 +25,7 @@ from torch import nn
 ENV_VAR = "JPEGRESTORE_WEIGHTS"
 
 _TORCHVISION = "https://download.pytorch.org/models/"
+_PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,25 @@ REGISTRY: dict[str, WeightSpec] = {
             ("model_index.json",),
             ("https://huggingface.co/stabilityai/stable-diffusion-2-1-base",),
             hf_repo="stabilityai/stable-diffusion-2-1-base",
+        ),
+        WeightSpec(
+            "musiq_koniq",
+            "metric: MUSIQ (KonIQ-10k), through pyiqa (optional extra iqa)",
+            ("musiq_koniq_ckpt-e95806b9.pth",),
+            (_PYIQA + "musiq_koniq_ckpt-e95806b9.pth",),
+        ),
+        WeightSpec(
+            "maniqa_koniq",
+            "metric: MANIQA (KonIQ-10k), through pyiqa (optional extra iqa)",
+            ("ckpt_koniq10k.pt",),
+            (_PYIQA + "ckpt_koniq10k.pt",),
+        ),
+        WeightSpec(
+            "clip_rn50",
+            "metric: CLIPIQA (OpenAI CLIP RN50), through pyiqa (optional extra iqa)",
+            ("RN50.pt",),
+            ("https://openaipublic.azureedge.net/clip/models/"
+             "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",),
         ),
         *(
             WeightSpec(name, f"baseline (method=spandrel): {what}", (file,),
