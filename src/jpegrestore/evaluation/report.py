@@ -19,7 +19,7 @@ ByDataset = Mapping[str, Mapping[str, Mapping[int, Mapping[str, float]]]]
 #: Table groups of the summary, in order; a metric not listed goes to the last group.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Fidelity", ("psnr", "ssim", "psnrb", "psnr_y", "ssim_y", "psnrb_y")),
-    ("Perceptual (full reference)", ("lpips_alex", "lpips_vgg", "dists", "lpips_iqa", "dists_iqa")),
+    ("Perceptual (full reference)", ("lpips_alex", "lpips_vgg", "dists")),
     ("No reference", ("musiq", "maniqa", "clipiqa")),
     ("Distribution", ("fid",)),
     ("JPEG consistency and rate", ("consistency", "bpp")),
