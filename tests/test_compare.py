@@ -151,13 +151,16 @@ def test_one_run_equals_single_method_runs_and_writes_the_report(lineup, tmp_pat
         assert panel.height > 40 + 40  # the image and its zoomed crop
 
 
-def test_a_failing_method_is_reported_per_image_and_the_others_run(lineup, tmp_path):
+def test_a_failing_method_is_reported_per_image_and_the_others_run(lineup, tmp_path, capsys):
     from jpegrestore.evaluation import evaluate_config
 
     root = lineup["root"]
+    common = [o for o in COMMON if o != "progress=false"]
     cfg = _compose([f"+methods.flaky={{_target_: test_compare.FailsOnWidth, width: 41}}",
-                    f"+methods.qgac.ckpt={lineup['qgac']}", f"data.source={root / 'set1'}", *COMMON, "comparisons=2"])
+                    f"+methods.qgac.ckpt={lineup['qgac']}", f"data.source={root / 'set1'}", *common, "comparisons=2"])
     result = evaluate_config(cfg, tmp_path / "run")
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("3 methods x 2 images x 2 qualities") and "12/12" in line for line in bar)
     rows = {(r["image"], r["quality"], r["method"]): r for r in result.rows}
     for quality in (10, 20):
         assert rows[("b.png", quality, "flaky")]["error"] == "RuntimeError: cannot restore width 41"
@@ -270,3 +273,19 @@ def test_methods_list_from_a_config_file_and_the_sweep(lineup, tmp_path):
     for name in ("psnr_vs_quality.png", "psnr_gain_vs_quality.png", "rate_distortion_psnr_bpp.png"):
         assert (tmp_path / "sweep" / name).is_file()
     assert result.methods == ["jpeg", "qgac", "flaky"]
+
+
+def test_a_hugging_face_data_set_is_one_of_the_sets(lineup, tmp_path):
+    """A data set given as an HFSource config (imagefolder over the same files) scores what its folder scores."""
+    from jpegrestore.evaluation import evaluate_config
+
+    folder = lineup["root"] / "set1"
+    hf = (f"{{source: {{_target_: jpegrestore.data.HFSource, name: imagefolder, data_dir: {folder}, split: train, "
+          f"cache_dir: {tmp_path / 'cache'}}}}}")
+    cfg = _compose([f"+datasets.folder={folder}", f"+datasets.hf={hf}", "qf=[10]", "metrics=[psnr]", "device=cpu",
+                    "progress=false", "comparisons=0"])
+    result = evaluate_config(cfg, tmp_path / "run")
+    by_set = {d: {r["image"].split("_", 1)[-1] if d == "hf" else r["image"]: r["psnr"]
+                  for r in result.rows if r["dataset"] == d} for d in ("folder", "hf")}
+    assert by_set["folder"] == by_set["hf"] and sorted(by_set["hf"]) == ["a.png", "b.png"]
+    assert "data set hf: hf:imagefolder" in result.files["summary"].read_text()
