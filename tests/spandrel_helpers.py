@@ -37,3 +37,23 @@ def write_swinir_gray(path: Path, seed: int = 0):
                  num_heads=[1], mlp_ratio=1, upsampler="", resi_connection="1conv").eval()
     torch.save({"params": net.state_dict()}, path)
     return path, net
+
+
+def write_drunet(path: Path, seed: int = 0):
+    """A small colour DRUNet (noise-level map as a fourth input channel), KAIR's layout -> (path, net)."""
+    from spandrel.architectures.DRUNet import DRUNet
+
+    torch.manual_seed(seed)
+    net = DRUNet(in_nc=4, out_nc=3, nc=[4, 8, 16, 32], nb=2).eval()
+    torch.save(net.state_dict(), path)
+    return path, net
+
+
+def write_scunet(path: Path, seed: int = 0):
+    """A small colour SCUNet, KAIR's layout -> (path, net)."""
+    from spandrel.architectures.SCUNet import SCUNet
+
+    torch.manual_seed(seed)
+    net = SCUNet(in_nc=3, config=[1, 1, 1, 1, 1, 1, 1], dim=64).eval()  # 64: the 32-channel heads need it
+    torch.save(net.state_dict(), path)
+    return path, net

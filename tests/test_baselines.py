@@ -123,3 +123,39 @@ def test_weight_lookup_and_errors(tmp_path, monkeypatch):
                tmp_path / "sr.pth")
     with pytest.raises(ValueError, match="not a 1x image restorer"):
         SpandrelMethod(weights=tmp_path / "sr.pth")
+
+
+@pytest.mark.parametrize("arch", ["DRUNet", "SCUNet"])
+def test_drunet_and_scunet_run_padded_to_their_requirements(tmp_path, arch):
+    """DRUNet (stride multiple 8, KAIR's noise map of 15/255 as spandrel supplies it) and SCUNet (at least 40 px):
+    the method equals the network run on the mirrored input, cropped back."""
+    from jpegrestore.evaluation.baselines import SpandrelMethod, pad_symmetric
+    from spandrel_helpers import write_drunet, write_scunet
+
+    path, net = (write_drunet if arch == "DRUNet" else write_scunet)(tmp_path / f"{arch}.pth")
+    coeffs, image = _jpeg(37, 45)
+    method = SpandrelMethod(weights=path, device="cpu", tile=0)
+    assert method.name == arch
+    padded = pad_symmetric(image, 8 if arch == "DRUNet" else 1, 0 if arch == "DRUNet" else 40)
+    assert padded.shape[-2:] == ((40, 48) if arch == "DRUNet" else (40, 45))
+    with torch.no_grad():
+        if arch == "DRUNet":
+            padded = torch.cat([padded, torch.full_like(padded[:, :1], 15 / 255)], 1)
+        expected = net(padded)[..., :37, :45].clamp(0, 1)
+    torch.testing.assert_close(method(coeffs, image), expected, atol=1e-5, rtol=0)
+
+
+def test_networks_published_per_quality_restore_the_jpegs_nearest_to_them(tmp_path):
+    """weights={QF: file}: each JPEG goes to the network of the nearest QF (the lower one on a tie)."""
+    from jpegrestore.evaluation.baselines import SpandrelMethod
+
+    low, net_low = write_dncnn3(tmp_path / "q10.pth", seed=1)
+    high, net_high = write_dncnn3(tmp_path / "q30.pth", seed=2)
+    method = SpandrelMethod(weights={10: str(low), 30: str(high)}, device="cpu", tile=0)
+    for quality, net in ((5, net_low), (20, net_low), (25, net_high), (90, net_high)):
+        coeffs, image = _jpeg(24, 32, quality=quality, channels=1)
+        with torch.no_grad():
+            expected = net(image).clamp(0, 1)
+        torch.testing.assert_close(method(coeffs, image), expected, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="qualities 1..100 as keys"):
+        SpandrelMethod(weights={"q10": str(low)})

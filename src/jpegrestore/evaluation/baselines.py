@@ -3,7 +3,9 @@ the weight file): ``python evaluate.py method=spandrel method.weights=fbcnn_colo
 ``{method: spandrel, weights: FILE}``.
 
 What each network needs is handled here: FBCNN's quality input (its own prediction by default, the file's
-quality, or a fixed override), grayscale networks on the luma of colour JPEGs (the JPEG's chroma put back),
+quality, or a fixed override), networks published per quality (SwinIR's JPEG models: ``weights`` maps QF to a file,
+each JPEG goes to the network of the nearest QF), grayscale networks on the luma of colour JPEGs (the JPEG's chroma
+put back),
 colour networks on grayscale JPEGs (the luma of their output), symmetric padding of the input to the network's
 window or stride multiple, and tiling of large images in the coefficient domain (``evaluation.tiling``).
 """
@@ -11,7 +13,10 @@ window or stride multiple, and tiling of large images in the coefficient domain 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,10 +46,43 @@ def pad_symmetric(image: Tensor, multiple: int, minimum: int = 0) -> Tensor:
 
 
 def size_multiple(descriptor) -> int:
-    """The side multiple a network's input is padded to: SwinIR's window, else spandrel's size requirement."""
+    """The side multiple a network's input is padded to: SwinIR's window (its JPEG test script pads to it), else
+    spandrel's size requirement (networks such as SCUNet or FBCNN pad themselves as their authors do)."""
     window = getattr(descriptor.model, "window_size", None)
-    multiple = descriptor.size_requirements.multiple_of
-    return int(window) * multiple if isinstance(window, int) and window > 1 else int(multiple)
+    multiple = int(descriptor.size_requirements.multiple_of)
+    if descriptor.architecture.id == "SwinIR" and isinstance(window, int) and window > 1:
+        return int(window) * multiple
+    return multiple
+
+
+@dataclass
+class Network:
+    """One loaded network: spandrel's descriptor, its input channels and the side multiple and minimum it needs."""
+
+    descriptor: Any
+    architecture: str
+    channels: int
+    multiple: int
+    minimum: int
+    weights: str
+
+
+def load_network(weights: str | Path, device: torch.device) -> Network:
+    """A 1x restoration network from a weight file (registry name, path or bare file name) through spandrel."""
+    try:
+        import spandrel
+    except ImportError as error:  # pragma: no cover - spandrel is a pinned dependency
+        raise ImportError("method=spandrel needs the spandrel package: pip install spandrel") from error
+    from jpegrestore.weights import locate
+
+    path = str(locate(weights))
+    descriptor = spandrel.ModelLoader(device="cpu").load_from_file(path)
+    if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.scale != 1:
+        raise ValueError(f"{path}: a {descriptor.architecture.name} model with scale "
+                         f"{getattr(descriptor, 'scale', '?')} is not a 1x image restorer")
+    descriptor.to(device).eval()
+    return Network(descriptor, descriptor.architecture.id, descriptor.input_channels, size_multiple(descriptor),
+                   descriptor.size_requirements.minimum, path)
 
 
 class SpandrelMethod:
@@ -52,7 +90,9 @@ class SpandrelMethod:
 
     Args:
         weights: a registry name (``jpegrestore weights`` lists fbcnn_color, swinir_color_car_q10, ...), a file
-            path, or a bare file name searched in $JPEGRESTORE_WEIGHTS and the torch hub cache.
+            path, or a bare file name searched in $JPEGRESTORE_WEIGHTS and the torch hub cache; or {QF: file} for
+            networks published per quality (each JPEG is restored by the network of the QF nearest to the quality
+            estimated from its tables).
         quality: FBCNN only: None (the network predicts the quality, the authors' default), "file" (the quality
             estimated from each JPEG's tables) or an int 1..100 (a fixed override, e.g. higher for smoother output).
         name: label in tables (None: the architecture, e.g. "FBCNN").
@@ -65,52 +105,62 @@ class SpandrelMethod:
         if not weights:
             raise ValueError("method=spandrel needs a weight file: method.weights=FILE (or a name listed by "
                              "`jpegrestore weights`)")
-        try:
-            import spandrel
-        except ImportError as error:  # pragma: no cover - spandrel is a pinned dependency
-            raise ImportError("method=spandrel needs the spandrel package: pip install spandrel") from error
-        from jpegrestore.weights import locate
-
-        self.weights = str(locate(weights))
-        descriptor = spandrel.ModelLoader(device="cpu").load_from_file(self.weights)
-        if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.scale != 1:
-            raise ValueError(f"{self.weights}: a {descriptor.architecture.name} model with scale "
-                             f"{getattr(descriptor, 'scale', '?')} is not a 1x image restorer")
-        self.architecture = descriptor.architecture.id
-        if quality is not None and self.architecture != "FBCNN":
-            raise ValueError(f"method.quality is FBCNN's quality input; {self.weights} holds a {self.architecture}")
+        self.device = resolve_device(device)
+        per_quality = ({int(q) if str(q).isdigit() else q: file for q, file in weights.items()}
+                       if isinstance(weights, Mapping) else {None: weights})
+        if None not in per_quality and not all(isinstance(q, int) and 1 <= q <= 100 for q in per_quality):
+            raise ValueError(f"method.weights as a mapping takes JPEG qualities 1..100 as keys, got {list(per_quality)}")
+        self.networks = {q: load_network(file, self.device) for q, file in per_quality.items()}
+        first = next(iter(self.networks.values()))
+        self.weights = first.weights if len(self.networks) == 1 else {q: n.weights for q, n in self.networks.items()}
+        self.architecture = first.architecture
+        if quality is not None and any(n.architecture != "FBCNN" for n in self.networks.values()):
+            raise ValueError(f"method.quality is FBCNN's quality input; {first.weights} holds a {self.architecture}")
         if quality is not None and quality != QUALITY_FROM_FILE and not (
                 isinstance(quality, int) and not isinstance(quality, bool) and 1 <= quality <= 100):
             raise ValueError(f"method.quality must be null, {QUALITY_FROM_FILE!r} or an int in 1..100, got {quality!r}")
-        self.device = resolve_device(device)
-        descriptor.to(self.device).eval()
-        self.descriptor = descriptor
         self.quality = quality
-        self.channels = descriptor.input_channels
-        self.multiple = size_multiple(descriptor)
-        self.minimum = descriptor.size_requirements.minimum
+        self.network = first
         self.name = name or self.architecture
         self.tile, self.tile_overlap = tile, tile_overlap
         self.extras: dict[str, Tensor] = {}
         self._calls = 0
-        log.info("%s (%d-channel input, padded to multiples of %d) from %s", self.architecture, self.channels,
-                 self.multiple, self.weights)
+        for net in self.networks.values():
+            log.info("%s (%d-channel input, padded to multiples of %d) from %s", net.architecture, net.channels,
+                     net.multiple, net.weights)
+
+    @property
+    def channels(self) -> int:
+        return self.network.channels
+
+    @property
+    def multiple(self) -> int:
+        return self.network.multiple
+
+    def network_for(self, coeffs: jpeg.Coefficients) -> Network:
+        """The network of the QF nearest to the estimated quality of the batch's first JPEG (the only one, unless
+        ``weights`` maps qualities to files)."""
+        if None in self.networks:
+            return self.networks[None]
+        estimated = int(jpeg.estimate_quality(coeffs.qt[:1]).quality[0])
+        return self.networks[min(self.networks, key=lambda q: (abs(q - estimated), q))]
 
     def _network(self, image: Tensor, coeffs: jpeg.Coefficients) -> Tensor:
         """The network on [B, C, H, W] in [0, 1] with C its input channels, padded and cropped back; FBCNN gets
         its quality input."""
         height, width = image.shape[-2:]
-        padded = pad_symmetric(image, self.multiple, self.minimum)
+        net = self.network
+        padded = pad_symmetric(image, net.multiple, net.minimum)
         self._calls += 1
         with torch.inference_mode():
-            if self.architecture == "FBCNN" and self.quality is not None:
+            if net.architecture == "FBCNN" and self.quality is not None:
                 if self.quality == QUALITY_FROM_FILE:
                     quality = jpeg.estimate_quality(coeffs.qt).quality.to(padded)
                 else:
                     quality = torch.full((padded.shape[0],), float(self.quality), device=padded.device)
-                out = self.descriptor.model(padded, (1 - quality / 100)[:, None])[0].clamp(0, 1)
+                out = net.descriptor.model(padded, (1 - quality / 100)[:, None])[0].clamp(0, 1)
             else:
-                out = self.descriptor(padded)
+                out = net.descriptor(padded)
         return out[..., :height, :width].clone()
 
     def _restore(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor) -> Tensor:
@@ -131,6 +181,7 @@ class SpandrelMethod:
         """[B, C, H, W] in [0, 1]; ``extras["nfe"]``: network calls per image (tiles)."""
         coeffs = coeffs.to(self.device)
         self._calls = 0
+        self.network = self.network_for(coeffs)
         if needs_tiling(coeffs.size, self.tile):
             def tile(part: jpeg.Coefficients) -> Tensor:
                 return self._restore(part, quantize_8bit(jpeg.decode(part, rounding="exact")))
