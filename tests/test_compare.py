@@ -175,6 +175,13 @@ def test_a_failing_method_is_reported_per_image_and_the_others_run(lineup, tmp_p
     assert [r["error"] for r in csv_rows if r["method"] == "flaky" and r["image"] == "b.png"] == [
         "RuntimeError: cannot restore width 41"] * 2
     assert (tmp_path / "run" / "comparisons" / "set1" / "b_q10.png").is_file()  # a gray column for the failure
+    # a method failing on every image of a column reads "failed" there, "n/a" where it had no value otherwise
+    cfg = _compose([f"+methods.flaky={{_target_: test_compare.FailsOnWidth, width: 56}}",
+                    f"+datasets.set1={root / 'set1'}", f"+datasets.set2={root / 'set2'}", *COMMON, "comparisons=0"])
+    table = evaluate_config(cfg, tmp_path / "run2").files["summary"].read_text().split("### PSNR [RGB] ↑")[1]
+    row = next(line for line in table.splitlines() if line.startswith("| flaky |"))
+    assert [c.strip().strip("*").replace("<u>", "").replace("</u>", "") for c in row.split("|")[2:-1]][2:] == [
+        "failed", "failed"]
 
 
 @pytest.mark.parametrize("entry, names", [
@@ -249,6 +256,7 @@ def test_ranked_cells_mark_best_bold_and_second_underlined():
     assert ranked_cells([0.3, 0.1, 0.2, 0.1], "lpips_alex") == ["0.3000", "**0.1000**", "<u>0.2000</u>", "**0.1000**"]
     assert ranked_cells([1.5, 1.5], "psnr") == ["1.50", "1.50"]  # nothing to rank
     assert ranked_cells([0.2, 0.3], "bpp") == ["0.2000", "0.3000"]  # the same files for every method
+    assert ranked_cells([None, 2.0, 1.0], "psnr", ["failed", "n/a", "n/a"]) == ["failed", "**2.00**", "<u>1.00</u>"]
 
 
 def test_methods_list_from_a_config_file_and_the_sweep(lineup, tmp_path):

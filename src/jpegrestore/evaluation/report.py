@@ -52,13 +52,15 @@ def _format(value: float | None, name: str) -> str | None:
     return f"{value:.{digits}f}"
 
 
-def ranked_cells(values: Sequence[float | None], name: str) -> list[str]:
-    """Formatted cells of one column: the best value (as printed) in bold, the second underlined; "n/a" for None.
+def ranked_cells(values: Sequence[float | None], name: str, missing: Sequence[str] | None = None) -> list[str]:
+    """Formatted cells of one column: the best value (as printed) in bold, the second underlined; for None the
+    matching entry of ``missing`` (default "n/a").
 
     Ties (equal printed values) share the mark; with fewer than two distinct values nothing is marked.
     """
     text = [_format(v, name) for v in values]
-    cells = ["n/a" if t is None else t for t in text]
+    missing = ["n/a"] * len(text) if missing is None else missing
+    cells = [m if t is None else t for t, m in zip(text, missing)]
     if name in UNRANKED:
         return cells
     distinct = sorted({float(t) for t in text if t is not None}, reverse=_higher_is_better(name))
@@ -72,15 +74,19 @@ def ranked_cells(values: Sequence[float | None], name: str) -> list[str]:
     return cells
 
 
-def metric_table(by_dataset: ByDataset, methods: Sequence[str], name: str, y_convention: str) -> list[str]:
-    """Markdown lines of one metric's table: rows methods (JPEG as "JPEG"), columns data set x QF."""
+def metric_table(by_dataset: ByDataset, methods: Sequence[str], name: str, y_convention: str,
+                 failed: set[tuple[str, str, int]] = frozenset()) -> list[str]:
+    """Markdown lines of one metric's table: rows methods (JPEG as "JPEG"), columns data set x QF; a method that
+    failed on every image of a column reads "failed" there (``failed`` holds such (method, data set, QF))."""
     columns = [(d, q) for d, per_method in by_dataset.items()
                for q in sorted({q for per_q in per_method.values() for q in per_q})]
     lines = [f"### {_title(name, y_convention)}", "",
              "| Method | " + " | ".join(f"{d} QF{q}" for d, q in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     grid = [[by_dataset[d].get(m, {}).get(q, {}).get(name) for d, q in columns] for m in methods]
-    ranked = [ranked_cells([row[j] for row in grid], name) for j in range(len(columns))]
+    ranked = [ranked_cells([row[j] for row in grid], name,
+                           ["failed" if (m, *columns[j]) in failed else "n/a" for m in methods])
+              for j in range(len(columns))]
     for i, method in enumerate(methods):
         label = "JPEG" if method == tables.JPEG else method
         lines.append(f"| {label} | " + " | ".join(col[i] for col in ranked) + " |")
@@ -115,13 +121,18 @@ def comparison_markdown(by_dataset: ByDataset, methods: Sequence[str], metrics: 
     available = [n for n in metrics if status.get(n, "ok") == "ok"]
     present = {k for per_m in by_dataset.values() for per_q in per_m.values() for v in per_q.values() for k in v}
     ordered = [*available, *([SECONDS] if SECONDS in present else [])]
+    tried: dict[tuple[str, str, int], bool] = {}
+    for row in rows:
+        key = (row["method"], row.get("dataset", ""), int(row["quality"]))
+        tried[key] = tried.get(key, True) and bool(row.get("error"))
+    failed = {key for key, all_failed in tried.items() if all_failed}
     for title, members in GROUPS:
         group = [n for n in ordered if n in members or (title == GROUPS[-1][0] and
                                                          not any(n in g for _, g in GROUPS))]
         if group:
             lines += [f"## {title}", ""]
             for name in group:
-                lines += metric_table(by_dataset, methods, name, y_convention)
+                lines += metric_table(by_dataset, methods, name, y_convention, failed)
     return "\n".join(lines)
 
 
