@@ -129,6 +129,7 @@ def test_one_run_equals_single_method_runs_and_writes_the_report(lineup, tmp_pat
     # summary: one table per metric, columns data set x QF, means equal to the single runs'
     summary = result.files["summary"].read_text()
     assert "| Method | set1 QF10 | set1 QF20 | set2 QF10 | set2 QF20 |" in summary
+    assert "metrics on 8-bit rounded outputs" in summary  # the same protocol note as a single-method run
     assert "### PSNR [RGB] ↑" in summary and "### Consistency RMSE (gray levels) ↓" in summary
     assert "### Seconds per image ↓" in summary and "### Network evaluations per image ↓" in summary
     psnr = summary.split("### PSNR [RGB] ↑")[1].split("###")[0]

@@ -18,7 +18,8 @@ from typing import Any
 from jpegrestore.evaluation import report, tables
 from jpegrestore.evaluation.lineup import Dataset
 from jpegrestore.evaluation.methods import JPEGDecode, RestorationMethod
-from jpegrestore.evaluation.runner import EvaluationResult, Evaluator, METHOD_REPORTED
+from jpegrestore.evaluation.runner import EvaluationResult, Evaluator, METHOD_REPORTED, _capped
+from jpegrestore.metrics import PROTOCOL_NOTE, PSNR_CEILING_DB
 
 Means = dict[str, dict[int, dict[str, float]]]
 
@@ -105,7 +106,9 @@ class ComparisonEvaluator(Evaluator):
             *header, *(f"data set {d.describe()}" for d in datasets),
             f"qualities: {self.qualities}; compression: jpeg.encode/decode, rounding=exact (identical to "
             f"libjpeg-turbo), {self.subsampling}; every method restores the same files",
-            *(f"skipped images: {len(skipped)}" for _ in [0] if skipped),
+            PROTOCOL_NOTE,
+            *([f"rows at the PSNR ceiling of {PSNR_CEILING_DB:g} dB: {capped}"] if (capped := _capped(rows)) else []),
+            *([f"skipped images: {len(skipped)}"] if skipped else []),
         ]
         files = {"csv": out / "metrics.csv", "json": out / "metrics.json", "summary": out / "summary.md"}
         tables.write_csv(files["csv"], rows, metrics, self.y_convention, leading=["dataset"], trailing=["error"])
