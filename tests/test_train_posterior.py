@@ -257,7 +257,9 @@ def test_generator_total_is_eq10_with_the_configured_weights(runs, tmp_path):
     p, flat = samples.shape[0], samples.flatten(0, 1)
     target = batch["target"]
     with torch.no_grad():
-        gan = F.softplus(-model.discriminator(flat)).mean()
+        assert cfg.conditional_critic  # the paper's conditional GAN: D judges (draw, its JPEG) pairs
+        pairs = torch.cat([flat, batch["input"].repeat(p, 1, 1, 1)], dim=1)
+        gan = F.softplus(-model.discriminator(pairs)).mean()
         fm = (target - samples.mean(0)).square().mean()
         mmse = model.mmse.generate(batch["input"], batch["coeffs"].qt, noise=False)
         sm = ((target - mmse).square() - samples.var(0, correction=1)).abs().mean()
