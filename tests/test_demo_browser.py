@@ -8,6 +8,7 @@ Set JPEGRESTORE_DEMO_SCREENSHOT=PATH to keep the screenshot of the page (docs/im
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -37,6 +38,7 @@ if not (CHROMIUM and CHROMEDRIVER):
                 allow_module_level=True)
 pytest.importorskip("gradio", reason="gradio is not installed (see requirements-demo.txt)")
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -218,10 +220,6 @@ def test_demo_page_matches_restore(server, browser, files, tmp_path):
     _run(browser)
     status = browser.find_element(By.ID, "status").text
     assert f"quality {PNG_QUALITY}, {PNG_LAYOUT}" in status, status
-    screenshot = tmp_path / "demo.png"
-    browser.save_screenshot(str(screenshot))
-    if os.environ.get("JPEGRESTORE_DEMO_SCREENSHOT"):
-        shutil.copy(screenshot, os.environ["JPEGRESTORE_DEMO_SCREENSHOT"])
 
     # The same JPEG made here, restored by `jpegrestore restore` with the same options.
     clean = np.asarray(Image.open(files["clean"]).convert("RGB"))
@@ -255,8 +253,25 @@ def test_demo_page_matches_restore(server, browser, files, tmp_path):
     for elem_id, value in (("zoom-size", 16), ("zoom-x", 8), ("zoom-y", 4)):
         _set_number(browser, elem_id, value)
     expected = np.kron(qgac[4:20, 8:24], np.ones((16, 16, 1), np.uint8))
-    WebDriverWait(browser, 30).until(lambda d: _shown_image(d, "zoom-0").shape == expected.shape
+    WebDriverWait(browser, 60).until(lambda d: _shown_image(d, "zoom-0").shape == expected.shape
                                      and np.array_equal(_shown_image(d, "zoom-0"), expected))
+
+    # The before/after slider: the JPEG against the first method.
+    slider = [urllib.request.urlopen(img.get_attribute("src"), timeout=10).read()
+              for img in browser.find_elements(By.CSS_SELECTOR, "#slider img")]
+    assert len(slider) == 2
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(slider[0])).convert("RGB")), decoded)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(slider[1]))), qgac)
+    try:  # the screenshot shows every image once the browser has drawn them
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('[id^=view-] img, [id^=std-] img, #slider img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"))
+    except TimeoutException:
+        pass
+    screenshot = tmp_path / "demo.png"
+    browser.save_screenshot(str(screenshot))
+    if os.environ.get("JPEGRESTORE_DEMO_SCREENSHOT"):
+        shutil.copy(screenshot, os.environ["JPEGRESTORE_DEMO_SCREENSHOT"])
 
     # 2. A real JPEG (Pillow, QF 55 4:4:4) with its clean source as reference; the QGAC only.
     _open(browser, server)

@@ -33,6 +33,10 @@ INTRO = ("Upload a **JPEG** (restored with its own quantization tables, as `jpeg
          "libjpeg-turbo operator, and used as the reference of the metrics). Every output is the PNG "
          "`jpegrestore restore` writes for the same file and options.")
 
+#: Small images fill their boxes, magnified without smoothing (so blocks and ringing stay visible).
+CSS = ("[id^=view-] img, [id^=std-] img { width: 100%; height: 100%; object-fit: contain; "
+       "image-rendering: pixelated; }")
+
 
 def metrics_table(results: list[MethodResult]) -> str:
     """HTML table: one row per column of the page (JPEG first) with draws, seconds, the metrics of the first draw
@@ -173,6 +177,6 @@ def serve(bank: MethodBank, host: str = "127.0.0.1", port: int = 7860) -> None:
         page = build_page(bank, workroot)
         page.queue(default_concurrency_limit=1, max_size=32)
         page.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
-                    allowed_paths=[str(workroot)], footer_links=[])
+                    allowed_paths=[str(workroot)], footer_links=[], css=CSS)
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
