@@ -273,19 +273,24 @@ def test_demo_page_matches_restore(server, browser, files, tmp_path):
     if os.environ.get("JPEGRESTORE_DEMO_SCREENSHOT"):
         shutil.copy(screenshot, os.environ["JPEGRESTORE_DEMO_SCREENSHOT"])
 
-    # 2. A real JPEG (Pillow, QF 55 4:4:4) with its clean source as reference; the QGAC only.
+    # 2. A real JPEG (Pillow, QF 55 4:4:4) with its clean source as reference; one draw of the sampler, seed 5.
     _open(browser, server)
     _upload(browser, "upload", files["jpeg"])
     _upload(browser, "reference", files["source"])
-    browser.find_element(By.CSS_SELECTOR, f'#methods input[name="{POSTERIOR_LABEL}"]').click()
+    _set_number(browser, "draws", 1)
+    _set_number(browser, "seed", 5)
     _run(browser)
     status = browser.find_element(By.ID, "status").text
     assert f"JPEG 4:4:4, estimated quality {JPEG_QUALITY} (IJG tables)" in status, status
     _restore([str(files["jpeg"]), "-o", str(out / "photo.png"), "--ckpt", str(files["qgac"])])
+    _restore([str(files["jpeg"]), "-o", str(out / "photo_post.png"), "--ckpt", str(files["posterior"]), "--seed", "5"])
     restored = np.asarray(Image.open(out / "photo.png"))
     assert np.array_equal(_download(browser, "photo_tiny_qgac_qgac.ckpt.png"), restored)
+    assert np.array_equal(_download(browser, "photo_posterior_post.ckpt.png"),
+                          np.asarray(Image.open(out / "photo_post.png")))
     rows = _metrics(browser)
-    assert list(rows) == ["JPEG", QGAC_LABEL]
+    assert list(rows) == ["JPEG", QGAC_LABEL, POSTERIOR_LABEL]
+    assert int(rows[POSTERIOR_LABEL]["draws"]) == 1 and rows[POSTERIOR_LABEL]["mean_std"] == "None"
     _check_metrics(rows[QGAC_LABEL], restored, np.asarray(Image.open(files["source"]).convert("RGB")))
 
     # 3. A file that is no image: a message on the page, no traceback.
