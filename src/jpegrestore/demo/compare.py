@@ -251,7 +251,8 @@ class MethodResult:
     """One column of the page: ``images`` the PNGs ``jpegrestore restore`` wrote (one per draw), ``std_map`` its
     ``<stem>_std.png`` (>= 2 draws), ``metrics`` of the first draw against the clean image ({} when unknown),
     ``mean_std`` the mean per-pixel std over the 8-bit draws (0..1, as evaluate.py's ``sample_std``),
-    ``seconds`` the wall time of ``restore_file`` (restoration and PNG writing)."""
+    ``seconds`` the wall time of ``restore_file`` (restoration and PNG writing); ``error``: why the method could not
+    restore this input (then ``images`` is empty)."""
 
     label: str
     images: list[Path]
@@ -261,12 +262,13 @@ class MethodResult:
     metrics: dict[str, float] = field(default_factory=dict)
     mean_std: float | None = None
     messages: list[str] = field(default_factory=list)
+    error: str | None = None
 
 
 def load_png(path: str | Path) -> Tensor:
     """An 8-bit PNG -> float [C, H, W] holding level / 255 (C = 1 for gray)."""
     with Image.open(path) as image:
-        pixels = np.asarray(image)
+        pixels = np.array(image)
     pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float() / 255
 
@@ -319,7 +321,8 @@ def run_method(bank: MethodBank, label: str, prepared: PreparedInput, workdir: P
 
 def compare(bank: MethodBank, labels: Sequence[str], prepared: PreparedInput, workdir: Path, samples: int = 1,
             seed: int = 0, project: bool = False, progress: Progress | None = None) -> list[MethodResult]:
-    """The JPEG itself (label "JPEG", its libjpeg decoding) and then every method of ``labels``, in order."""
+    """The JPEG itself (label "JPEG", its libjpeg decoding) and then every method of ``labels``, in order. A method
+    that cannot restore this input (e.g. a colour-only network and a gray JPEG) gets a result with its ``error``."""
     if not labels:
         raise ValueError("no method chosen: tick at least one")
     baseline = MethodResult("JPEG", [prepared.jpeg_png], 0.0)
@@ -329,7 +332,11 @@ def compare(bank: MethodBank, labels: Sequence[str], prepared: PreparedInput, wo
     for index, label in enumerate(labels):
         if progress is not None:
             progress(index / len(labels), f"restoring with {label}")
-        results.append(run_method(bank, label, prepared, workdir, samples, seed, project))
+        try:
+            results.append(run_method(bank, label, prepared, workdir, samples, seed, project))
+        except (OSError, ValueError, RuntimeError) as error:
+            text = str(error).replace(str(prepared.jpeg_path), prepared.name)
+            results.append(MethodResult(label, [], 0.0, bank.stochastic[label], error=text))
     if progress is not None:
         progress(1.0, "done")
     return results

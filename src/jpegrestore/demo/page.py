@@ -48,6 +48,11 @@ def metrics_table(results: list[MethodResult]) -> str:
     head = ["method", "draws", "seconds"] + [metric_label(n) for n in names] + ["mean std (0..1)"]
     rows = []
     for result in results:
+        if result.error:
+            rows.append(f'<tr data-label="{html.escape(result.label)}"><td data-metric="method">'
+                        f'{html.escape(result.label)}</td><td colspan="{len(head) - 1}" data-metric="error">failed: '
+                        f'{html.escape(result.error)}</td></tr>')
+            continue
         cells = [f'<td data-metric="method">{html.escape(result.label)}</td>',
                  f'<td data-metric="draws" data-value="{len(result.images)}">{len(result.images)}</td>',
                  f'<td data-metric="seconds" data-value="{result.seconds!r}">{result.seconds:.2f}</td>']
@@ -68,6 +73,8 @@ def metrics_table(results: list[MethodResult]) -> str:
 def _status(prepared: PreparedInput, results: list[MethodResult]) -> str:
     lines = [f"**{prepared.describe()}**"]
     for result in results[1:]:
+        if result.error:
+            lines.append(f"- **error ({result.label}):** {html.escape(result.error)}")
         for message in dict.fromkeys(result.messages):
             lines.append(f"- warning ({result.label}): {message}")
     return "\n".join(lines)
@@ -149,7 +156,7 @@ def build_page(bank: MethodBank, workroot: Path) -> gr.Blocks:
             except Exception as error:  # never a traceback on the page; the console keeps it
                 log.exception("demo request failed")
                 return [f"**Error:** {type(error).__name__}: {html.escape(str(error))}"] + empty
-            by_label = {r.label: r for r in results}
+            by_label = {r.label: r for r in results if r.images}
             shown = {label: str(r.images[0]) for label, r in by_label.items()}
             view_values = [shown.get("JPEG")] + [shown.get(label) for label in labels]
             std_values = [str(by_label[labels[i]].std_map) if labels[i] in by_label and by_label[labels[i]].std_map
