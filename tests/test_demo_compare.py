@@ -120,3 +120,21 @@ def test_demo_without_gradio_names_the_install_command(checkpoints, monkeypatch,
     assert main(["demo", "--ckpt", str(checkpoints[0])]) == 1
     error = capsys.readouterr().err
     assert "needs gradio" in error and INSTALL_COMMAND in error
+
+
+def test_page_helpers(tmp_path):
+    pytest.importorskip("gradio", reason="gradio is not installed (see requirements-demo.txt)")
+    import time
+
+    from jpegrestore.demo.compare import MethodResult
+    from jpegrestore.demo.page import metrics_table, new_request_folder
+
+    made = []
+    for _ in range(5):
+        made.append(new_request_folder(tmp_path, keep=3))
+        time.sleep(0.02)
+    assert sorted(tmp_path.iterdir()) == sorted(made[-3:])
+    table = metrics_table([MethodResult("JPEG", [tmp_path / "a.png"], 0.0, metrics={"psnr": 30.25}),
+                           MethodResult("net", [], 0.0, error="a.jpg: gray input")])
+    assert 'data-metric="psnr" data-value="30.25">30.25<' in table
+    assert '<tr data-label="net"><td data-metric="method">net</td>' in table and "failed: a.jpg: gray input" in table

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: Largest number of draws the page offers for stochastic methods.
 MAX_DRAWS = 32
+#: Request folders kept on disk (the zoom and slider of a page read its files); older ones are deleted.
+KEPT_REQUESTS = 16
 INTRO = ("Upload a **JPEG** (restored with its own quantization tables, as `jpegrestore restore` does) or a "
          "**clean image** (PNG, ...: compressed here at the quality and chroma layout below with the exact "
          "libjpeg-turbo operator, and used as the reference of the metrics). Every output is the PNG "
@@ -86,11 +88,20 @@ def _image(label: str, elem_id: str, kind: str = "filepath", height: int = 260) 
                     buttons=["download", "fullscreen"], elem_id=elem_id)
 
 
+def new_request_folder(workroot: Path, keep: int = KEPT_REQUESTS) -> Path:
+    """A new folder for one request's files; the oldest beyond the ``keep`` newest are deleted."""
+    folder = Path(tempfile.mkdtemp(prefix="request-", dir=workroot))
+    older = sorted((p for p in workroot.glob("request-*") if p != folder), key=lambda p: p.stat().st_mtime)
+    for stale in older[:max(0, len(older) - keep + 1)]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
 def build_page(bank: MethodBank, workroot: Path) -> gr.Blocks:
     """The page for the methods of ``bank``; each request writes its files in a new folder under ``workroot``."""
     labels = bank.labels
     stochastic = [i for i, label in enumerate(labels) if bank.stochastic[label]]
-    with gr.Blocks(title="jpegrestore demo", analytics_enabled=False) as page:
+    with gr.Blocks(title="jpegrestore demo", analytics_enabled=False, delete_cache=(3600, 7200)) as page:
         gr.Markdown("# jpegrestore demo\n" + INTRO)
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
@@ -135,7 +146,7 @@ def build_page(bank: MethodBank, workroot: Path) -> gr.Blocks:
 
         def crops(shown: dict[str, Any], x: float, y: float, size: float) -> list[Any]:
             paths = [shown.get("JPEG")] + [shown.get(label) for label in labels]
-            return [None if p is None else zoom(p, int(x), int(y), int(size)) for p in paths]
+            return [zoom(p, int(x), int(y), int(size)) if p and Path(p).exists() else None for p in paths]
 
         def before_after(shown: dict[str, Any], label: str) -> Any:
             if "JPEG" not in shown or label not in shown:
@@ -145,7 +156,7 @@ def build_page(bank: MethodBank, workroot: Path) -> gr.Blocks:
         def restore(upload_path, reference_path, qf, chroma, picked, n, seed_value, projected, x, y, size,
                     compared, progress=gr.Progress()):
             empty = [None] * (len(views) + len(zooms) + 1 + len(stds)) + [None, "", {}]
-            workdir = Path(tempfile.mkdtemp(prefix="request-", dir=workroot))
+            workdir = new_request_folder(workroot)
             picked = [label for label in labels if label in (picked or [])]
             try:
                 prepared = prepare_input(upload_path, workdir, int(qf), chroma, reference_path)
