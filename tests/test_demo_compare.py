@@ -138,3 +138,24 @@ def test_page_helpers(tmp_path):
                            MethodResult("net", [], 0.0, error="a.jpg: gray input")])
     assert 'data-metric="psnr" data-value="30.25">30.25<' in table
     assert '<tr data-label="net"><td data-metric="method">net</td>' in table and "failed: a.jpg: gray input" in table
+
+
+def test_ddrm_prior_equals_restore(tmp_path):
+    from jpegrestore.sampling import write_tiny_ddpm
+
+    prior = write_tiny_ddpm(tmp_path / "tiny-ddpm")
+    Image.fromarray(_photo(24, 32)).save(tmp_path / "clean.png")
+    bank = MethodBank([MethodSpec("ddrm_jpeg", str(prior))], BuildOptions(device="cpu"))
+    assert bank.labels == ["ddrm_jpeg · tiny-ddpm"] and bank.stochastic["ddrm_jpeg · tiny-ddpm"]
+    prepared = prepare_input(tmp_path / "clean.png", tmp_path / "work", quality=15)
+    results = compare(bank, bank.labels, prepared, tmp_path / "work", samples=2, seed=4)
+    assert main(["restore", str(prepared.jpeg_path), "-o", str(tmp_path / "cli" / "d.png"), "--method", "ddrm_jpeg",
+                 "--prior", str(prior), "--samples", "2", "--std-map", "--seed", "4", "--device", "cpu", "-q"]) == 0
+    for k, path in enumerate(results[1].images):
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "cli" / f"d_s{k}.png")))
+    assert results[1].mean_std > 0
+    # one draw: the method's own seed (restore --seed without --samples)
+    one = compare(bank, bank.labels, prepared, tmp_path / "work1", samples=1, seed=4)[1]
+    assert main(["restore", str(prepared.jpeg_path), "-o", str(tmp_path / "cli" / "one.png"), "--method",
+                 "ddrm_jpeg", "--prior", str(prior), "--seed", "4", "--device", "cpu", "-q"]) == 0
+    assert np.array_equal(np.asarray(Image.open(one.images[0])), np.asarray(Image.open(tmp_path / "cli" / "one.png")))

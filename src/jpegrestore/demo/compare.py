@@ -301,6 +301,7 @@ def run_method(bank: MethodBank, label: str, prepared: PreparedInput, workdir: P
     draws = int(samples) if stochastic else 1
     method = bank.method(label, int(seed))
     target = workdir / f"{Path(prepared.name).stem}_{_slug(label)}.png"
+    workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
