@@ -81,27 +81,30 @@ def files(tmp_path_factory) -> dict[str, Path]:
             "posterior": write_posterior_checkpoint(folder / "post.ckpt"), "folder": folder}
 
 
-@pytest.fixture(scope="module")
-def server(files):
-    port = _free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
-    log = open(files["folder"] / "demo.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "jpegrestore", "demo", "--ckpt", str(files["qgac"]),
-                                "--ckpt", str(files["posterior"]), "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
+def _wait_until_serving(url: str, process: subprocess.Popen, log) -> None:
     deadline = time.monotonic() + 180
     while True:
         try:
             urllib.request.urlopen(url, timeout=2).close()
-            break
+            return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 log.seek(0)
                 pytest.fail(f"jpegrestore demo did not start:\n{log.read()}")
             time.sleep(0.3)
-    yield url
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    """`jpegrestore demo` started on a free port (Chromium starts meanwhile; ``browser`` waits for it)."""
+    port = _free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
+    log = open(files["folder"] / "demo.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "jpegrestore", "demo", "--ckpt", str(files["qgac"]),
+                                "--ckpt", str(files["posterior"]), "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    yield f"http://127.0.0.1:{port}/", process, log
     process.terminate()
     try:
         process.wait(timeout=20)
@@ -111,7 +114,7 @@ def server(files):
 
 
 @pytest.fixture(scope="module")
-def browser(files):
+def browser(files, server):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
@@ -124,6 +127,9 @@ def browser(files):
     driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     driver.downloads = downloads
+    url, process, log = server
+    _wait_until_serving(url, process, log)
+    driver.demo_url = url
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
@@ -212,7 +218,8 @@ def _check_metrics(row: dict[str, str], restored: np.ndarray, clean: np.ndarray)
     assert float(row["psnrb"]) == pytest.approx(_psnrb(restored, clean), abs=2e-3)
 
 
-def test_demo_page_matches_restore(server, browser, files, tmp_path):
+def test_demo_page_matches_restore(browser, files, tmp_path):
+    server = browser.demo_url
     # 1. A clean PNG, compressed on the page at QF 35 4:2:2; both methods, 3 draws, seed 7, projection on.
     _open(browser, server)
     _upload(browser, "upload", files["clean"])
