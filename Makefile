@@ -4,15 +4,18 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# gradio declares pillow<13 (pinned: 13.0.0): installed without its dependency check, after requirements-demo.txt
+GRADIO := gradio==6.31.0 gradio_client==2.7.2
 
 .PHONY: venv train test test-slow bench gpu-check evaluate sweep-qf clean
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-iqa.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-iqa.txt requirements-demo.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps pyiqa==0.1.16
 	$(PY) -m pip install -q -r requirements-iqa.txt
+	$(PY) -m pip install -q --no-deps $(GRADIO)
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

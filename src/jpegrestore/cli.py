@@ -4,6 +4,7 @@
     jpegrestore restore photo.jpg -o photo.png --ckpt last.ckpt
     jpegrestore restore photo.jpg -o out/ --ckpt <stochastic ckpt> --samples 4 --std-map --seed 0
     jpegrestore restore photo.jpg -o out/ --method ddrm_jpeg --prior <diffusion prior> [--samples 8 --std-map]
+    jpegrestore demo --ckpt A.ckpt --ckpt B.ckpt [--prior <diffusion prior>] [--host 127.0.0.1 --port 7860]
     jpegrestore weights            # which pretrained weight files are found, and where they were looked for
     jpegrestore tiny-model ddpm OUT  # a tiny random DDPM prior (diffusers folder) for trying DDRM-JPEG offline
     jpegrestore tiny-model sd OUT  # a tiny random Stable Diffusion in the diffusers layout, for smoke tests
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                              "colour fix, truncated again (their test script). Default: the checkpoint's "
                              "(authors for `convert codiff`, float otherwise)")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_demo_parser(commands)
     commands.add_parser("weights", help="list pretrained weight files and whether they are found")
     tiny = commands.add_parser("tiny-model", help="write a tiny random model through the real saving code")
     tiny.add_argument("kind", choices=TINY_MODEL_KINDS,
@@ -96,6 +98,41 @@ def _parser() -> argparse.ArgumentParser:
                          help="Stable Diffusion 2.1 base recorded in the checkpoint (folder or cached repo id; "
                               "default stabilityai/stable-diffusion-2-1-base)")
     return parser
+
+
+def _add_demo_parser(commands) -> None:
+    demo = commands.add_parser("demo", help="a local web page comparing methods on your own images (gradio)")
+    demo.add_argument("--ckpt", type=Path, action="append", default=[],
+                      help="checkpoint of any jpegrestore recipe (repeatable: one column per checkpoint)")
+    demo.add_argument("--prior", action="append", default=[], metavar="PRIOR",
+                      help="DDRM-JPEG with this diffusion prior (as restore --method ddrm_jpeg --prior; repeatable)")
+    demo.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    demo.add_argument("--tile", type=int, default=512, help="as restore --tile")
+    demo.add_argument("--tile-overlap", type=int, default=32, help="as restore --tile-overlap")
+    demo.add_argument("--outside-range", choices=("warn", "skip", "run"), default="warn",
+                      help="as restore --outside-range")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    demo.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The ``demo`` command: build the methods, then serve the page until interrupted."""
+    from jpegrestore.demo import require_gradio
+
+    try:
+        require_gradio()
+        from jpegrestore.demo.compare import BuildOptions, MethodBank, MethodSpec
+
+        specs = ([MethodSpec("checkpoint", str(path)) for path in args.ckpt]
+                 + [MethodSpec("ddrm_jpeg", prior) for prior in args.prior])
+        bank = MethodBank(specs, BuildOptions(args.device, args.tile, args.tile_overlap, args.outside_range))
+    except (ImportError, OSError, ValueError) as error:
+        _error(f"error: {error}")
+        return 1
+    from jpegrestore.demo.page import serve
+
+    serve(bank, host=args.host, port=args.port)
+    return 0
 
 
 def tiny_model(args: argparse.Namespace) -> int:
@@ -287,4 +324,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return tiny_model(args)
     if args.command == "convert":
         return convert(args)
+    if args.command == "demo":
+        return demo(args)
     return restore(args)
