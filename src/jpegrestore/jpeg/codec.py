@@ -200,15 +200,16 @@ def _positions(planes: list[torch.Tensor], level_shift: int = 0) -> torch.Tensor
     """Component planes [B, H_i, W_i] (integer-valued, whole blocks) -> the position-major blocks of all of them,
     int32 [8, 8, N] (see :func:`dct.plane_to_positions`), ``level_shift`` subtracted."""
     x = torch.empty(8, 8, sum(p.numel() // 64 for p in planes), dtype=torch.int32, device=planes[0].device)
-    for p, view in zip(planes, _split(x, planes)):
+    for p, view in zip(planes, _split(x, [p.shape for p in planes])):
         dct.plane_to_positions(p, out=view.view(8, 8, -1))
     return x.sub_(level_shift) if level_shift else x
 
 
-def _split(x: torch.Tensor, planes: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each component's view [8, 8, B, n_i] of position-major blocks [8, 8, N] made by :func:`_positions`."""
-    views = x.split([p.numel() // 64 for p in planes], dim=2)
-    return [v.view(8, 8, p.shape[0], -1) for v, p in zip(views, planes)]
+def _split(x: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
+    """Each component's view [8, 8, B, n_i] of position-major blocks [8, 8, N] made by :func:`_positions` from
+    planes of the given shapes [B, H_i, W_i]."""
+    views = x.split([b * h * w // 64 for b, h, w in shapes], dim=2)
+    return [v.view(8, 8, shape[0], -1) for v, shape in zip(views, shapes)]
 
 
 def _table_positions(q: torch.Tensor) -> torch.Tensor:
@@ -250,7 +251,7 @@ def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _A
     planes = _component_planes(_sample_planes(images, a), subsampling, a)
     if a.integer:
         x = dct.fdct_islow_positions_(_positions(planes, level_shift=128))
-        blocks = [_blocks(c, p) for c, p in zip(_split(x, planes), planes)]
+        blocks = [_blocks(c, p) for c, p in zip(_split(x, [p.shape for p in planes]), planes)]
         return [b.to(qt.dtype) / (qt[:, i, None, None] * 8) for i, b in enumerate(blocks)]
     return [dct.block_dct(dct.image_to_blocks(p) - 128) / qt[:, i, None, None].to(p.dtype)
             for i, p in enumerate(planes)]
@@ -267,7 +268,7 @@ def _encode(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith)
     planes = _component_planes(_sample_planes(images, a), subsampling, a)
     if a.integer:
         x = dct.fdct_islow_positions_(_positions(planes, level_shift=128))
-        comps = [_blocks(_quantize(c, qt[:, i]), p) for i, (c, p) in enumerate(zip(_split(x, planes), planes))]
+        comps = [_blocks(_quantize(c, qt[:, i]), p) for i, (c, p) in enumerate(zip(_split(x, [p.shape for p in planes]), planes))]
     else:
         comps = [a.quantize(dct.block_dct(dct.image_to_blocks(p) - 128) / qt[:, i, None, None].to(p.dtype))
                  for i, p in enumerate(planes)]
@@ -335,30 +336,55 @@ def _decode(coeffs: Coefficients, a: _Arith, dtype: torch.dtype) -> torch.Tensor
     return _assemble(planes, coeffs.size, coeffs.subsampling, a)
 
 
+# Images per chunk of the round trip on the CPU: about this many pixels, so that every intermediate stays in
+# the caches and is reused from the allocator's free lists instead of fresh (page-faulting) memory.
+_CHUNK_PIXELS = 1 << 18
+
+
 def _round_trip_islow(images: torch.Tensor, qt: torch.Tensor, subsampling: str) -> torch.Tensor:
-    """``_decode(_encode(images))`` in integer arithmetic, all components' blocks position-major in one tensor
-    from the forward DCT to the inverse (dummy blocks, which the decode crops away, are skipped).
-    -> float32 [B, C, H, W], integers 0..255."""
+    """``_decode(_encode(images))`` in integer arithmetic. -> float32 [B, C, H, W], integers 0..255.
+
+    On the CPU the batch runs in chunks of about _CHUNK_PIXELS pixels, written into the one output.
+    """
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    batch, pixels = images.shape[0], images.shape[-2] * images.shape[-1]
+    step = max(1, _CHUNK_PIXELS // pixels) if images.device.type == "cpu" else batch
+    for i in range(0, batch, step):
+        _round_trip_chunk(images[i:i + step], qt[i:i + step], subsampling, out[i:i + step])
+    return out
+
+
+def _round_trip_chunk(images: torch.Tensor, qt: torch.Tensor, subsampling: str, out: torch.Tensor) -> None:
+    """The round trip of images [B, C, H, W] into ``out`` (float32, same shape), all components' blocks
+    position-major in one tensor from the forward DCT to the inverse (dummy blocks, which the decode crops
+    away, are skipped)."""
     planes = _component_planes(_sample_planes(images, _INTEGER), subsampling, _INTEGER)
+    shapes = [p.shape for p in planes]
     x = dct.fdct_islow_positions_(_positions(planes, level_shift=128))
-    for i, c in enumerate(_split(x, planes)):  # |coefficient * q| <= |x| / 8 + q / 2 < 2**24: exact in float32
+    del planes
+    for i, c in enumerate(_split(x, shapes)):  # |coefficient * q| <= |x| / 8 + q / 2 < 2**24: exact in float32
         c.copy_(_quantize(c, qt[:, i]).mul_(_table_positions(qt[:, i])))
     x = dct.idct_islow_positions_(x if _fits_int32_idct(qt) else x.long())
-    samples = [dct.positions_to_plane(c, p.shape, torch.float32) for c, p in zip(_split(x, planes), planes)]
-    return _assemble(samples, tuple(images.shape[-2:]), subsampling, _INTEGER)
+    samples = [dct.positions_to_plane(c, shape, torch.float32) for c, shape in zip(_split(x, shapes), shapes)]
+    _assemble(samples, tuple(images.shape[-2:]), subsampling, _INTEGER, out)
 
 
-def _assemble(planes: list[torch.Tensor], size: tuple[int, int], subsampling: str, a: _Arith) -> torch.Tensor:
-    """Decoded component planes (whole MCUs) -> samples [B, C, H, W] in 0..255: crop, upsample chroma, to RGB."""
+def _assemble(
+    planes: list[torch.Tensor], size: tuple[int, int], subsampling: str, a: _Arith, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Decoded component planes (whole MCUs) -> samples [B, C, H, W] in 0..255: crop, upsample chroma, to RGB.
+
+    The integer path writes into ``out`` (float32 [B, C, H, W]) when given.
+    """
     height, width = size
     y = planes[0][:, :height, :width]
     if len(planes) == 1:
-        return y[:, None]
+        return y[:, None] if out is None else out.copy_(y[:, None])
     h, v = sampling.check_subsampling(subsampling)
     upsample = sampling.upsample_fancy_exact if a.integer else partial(sampling.upsample_fancy, floor_div=a.floor_div)
     chroma = [upsample(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v)[:, :height, :width] for p in planes[1:]]
     if a.integer:
-        return colour.ycbcr_to_rgb_planes(y, *chroma)
+        return colour.ycbcr_to_rgb_planes(y, *chroma, out=out)
     ycc = torch.stack([y, *chroma], 1)
     return a.clamp255(a.round(colour.ycbcr_to_rgb(ycc)))
 
@@ -457,7 +483,7 @@ class _RoundTripSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, images, qt, subsampling):
         ctx.subsampling = subsampling
-        return _round_trip_islow(images, qt, subsampling).to(images.dtype) / 255
+        return _round_trip_islow(images, qt, subsampling).to(images.dtype).div_(255)
 
     @staticmethod
     @full_precision
@@ -492,4 +518,4 @@ def compress(
     stored = subsampling if images.shape[1] == 3 else "4:4:4"
     if rounding == "ste" and needs_grad:
         return _RoundTripSTE.apply(work, qt, stored)
-    return _round_trip_islow(work.detach(), qt, stored).to(work.dtype) / 255
+    return _round_trip_islow(work.detach(), qt, stored).to(work.dtype).div_(255)
