@@ -196,13 +196,13 @@ def _dummy_blocks(y: torch.Tensor, size: tuple[int, int], subsampling: str) -> t
     return torch.where(real[None, :, :, None, None], y, dummy)
 
 
-def _positions(planes: list[torch.Tensor], level_shift: int = 0) -> torch.Tensor:
+def _positions(planes: list[torch.Tensor]) -> torch.Tensor:
     """Component planes [B, H_i, W_i] (integer-valued, whole blocks) -> the position-major blocks of all of them,
-    int32 [8, 8, N] (see :func:`dct.plane_to_positions`), ``level_shift`` subtracted."""
+    int32 [8, 8, N] (see :func:`dct.plane_to_positions`)."""
     x = torch.empty(8, 8, sum(p.numel() // 64 for p in planes), dtype=torch.int32, device=planes[0].device)
     for p, view in zip(planes, _split(x, [p.shape for p in planes])):
         dct.plane_to_positions(p, out=view.view(8, 8, -1))
-    return x.sub_(level_shift) if level_shift else x
+    return x
 
 
 def _split(x: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
@@ -210,6 +210,12 @@ def _split(x: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
     planes of the given shapes [B, H_i, W_i]."""
     views = x.split([b * h * w // 64 for b, h, w in shapes], dim=2)
     return [v.view(8, 8, shape[0], -1) for v, shape in zip(views, shapes)]
+
+
+def _islow_coefficients(planes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Component planes [B, H_i, W_i] (integer-valued 0..255, whole blocks) -> libjpeg's islow coefficients of
+    each (8x the orthonormal DCT), as views [8, 8, B, n_i] of one int32 position-major tensor."""
+    return _split(dct.fdct_islow_positions_(_positions(planes), level_shift=128), [p.shape for p in planes])
 
 
 def _table_positions(q: torch.Tensor) -> torch.Tensor:
@@ -221,8 +227,7 @@ def _quantize(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """libjpeg's quantizer: islow coefficients x (8x the orthonormal DCT, int [8, 8, B, n] position-major), table
     q [B, 8, 8] -> sign(x) * ((|x| + 4q) // 8q), float32 [8, 8, B, n]. Exact in float32 (see _int_floor_div)."""
     qp = _table_positions(q)
-    f = x.float()
-    return f.abs().add_(qp * 4).div_(qp * 8).floor_().copysign_(f)
+    return x.float().abs_().add_(qp * 4).div_(qp * 8).floor_().copysign_(x)
 
 
 def _fits_int32_idct(qt: torch.Tensor) -> bool:
@@ -240,7 +245,7 @@ def _samples_islow(coefficients: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     big = dequantized.numel() and dequantized.abs().max().item() > dct._IDCT_INT32_LIMIT
     x = dct.idct_islow_positions_(dct.blocks_to_positions(dequantized, torch.int64 if big else torch.int32))
     b, hb, wb = coefficients.shape[:3]
-    return dct.positions_to_plane(x, (b, 8 * hb, 8 * wb), torch.float32)
+    return dct.positions_to_plane(x, (b, 8 * hb, 8 * wb), torch.float32, offset=128)
 
 
 def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
@@ -250,8 +255,7 @@ def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _A
     """
     planes = _component_planes(_sample_planes(images, a), subsampling, a)
     if a.integer:
-        x = dct.fdct_islow_positions_(_positions(planes, level_shift=128))
-        blocks = [_blocks(c, p) for c, p in zip(_split(x, [p.shape for p in planes]), planes)]
+        blocks = [_blocks(c, p) for c, p in zip(_islow_coefficients(planes), planes)]
         return [b.to(qt.dtype) / (qt[:, i, None, None] * 8) for i, b in enumerate(blocks)]
     return [dct.block_dct(dct.image_to_blocks(p) - 128) / qt[:, i, None, None].to(p.dtype)
             for i, p in enumerate(planes)]
@@ -267,8 +271,8 @@ def _encode(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith)
     size = tuple(images.shape[-2:])
     planes = _component_planes(_sample_planes(images, a), subsampling, a)
     if a.integer:
-        x = dct.fdct_islow_positions_(_positions(planes, level_shift=128))
-        comps = [_blocks(_quantize(c, qt[:, i]), p) for i, (c, p) in enumerate(zip(_split(x, [p.shape for p in planes]), planes))]
+        coefficients = _islow_coefficients(planes)
+        comps = [_blocks(_quantize(c, qt[:, i]), p) for i, (c, p) in enumerate(zip(coefficients, planes))]
     else:
         comps = [a.quantize(dct.block_dct(dct.image_to_blocks(p) - 128) / qt[:, i, None, None].to(p.dtype))
                  for i, p in enumerate(planes)]
@@ -360,12 +364,13 @@ def _round_trip_chunk(images: torch.Tensor, qt: torch.Tensor, subsampling: str, 
     away, are skipped)."""
     planes = _component_planes(_sample_planes(images, _INTEGER), subsampling, _INTEGER)
     shapes = [p.shape for p in planes]
-    x = dct.fdct_islow_positions_(_positions(planes, level_shift=128))
+    x = dct.fdct_islow_positions_(_positions(planes), level_shift=128)
     del planes
     for i, c in enumerate(_split(x, shapes)):  # |coefficient * q| <= |x| / 8 + q / 2 < 2**24: exact in float32
         c.copy_(_quantize(c, qt[:, i]).mul_(_table_positions(qt[:, i])))
     x = dct.idct_islow_positions_(x if _fits_int32_idct(qt) else x.long())
-    samples = [dct.positions_to_plane(c, shape, torch.float32) for c, shape in zip(_split(x, shapes), shapes)]
+    samples = [dct.positions_to_plane(c, shape, torch.float32, offset=128)
+               for c, shape in zip(_split(x, shapes), shapes)]
     _assemble(samples, tuple(images.shape[-2:]), subsampling, _INTEGER, out)
 
 

@@ -256,11 +256,13 @@ def plane_to_positions(
     return out
 
 
-def positions_to_plane(positions: torch.Tensor, shape: tuple[int, int, int], dtype: torch.dtype) -> torch.Tensor:
-    """Position-major blocks [8, 8, N] -> the plane [B, H, W] (``shape``) in ``dtype``."""
+def positions_to_plane(
+    positions: torch.Tensor, shape: tuple[int, int, int], dtype: torch.dtype, offset: int = 0,
+) -> torch.Tensor:
+    """Position-major blocks [8, 8, N] -> the plane [B, H, W] (``shape``) in ``dtype``, ``offset`` added."""
     b, h, w = shape
     out = torch.empty(b, h // 8, 8, w // 8, 8, dtype=dtype, device=positions.device)
-    out.permute(2, 4, 0, 1, 3).copy_(positions.view(8, 8, b, h // 8, w // 8))
+    torch.add(positions.view(8, 8, b, h // 8, w // 8), offset, out=out.permute(2, 4, 0, 1, 3))
     return out.view(b, h, w)
 
 
@@ -290,8 +292,11 @@ def _odd_part_(t4, t5, t6, t7, bias: int = 0, out=(None, None, None, None)):
             torch.add(z2, t6, alpha=_F3072, out=out[2]).add_(z3), torch.add(z1, t7, alpha=_F1501, out=out[3]).add_(z4))
 
 
-def _fdct_pass_(d: list[torch.Tensor], first_pass: bool) -> None:
-    """One islow forward pass (jfdctint.c) in place on the 8 position views ``d`` along a row or column."""
+def _fdct_pass_(d: list[torch.Tensor], first_pass: bool, level_shift: int = 0) -> None:
+    """One islow forward pass (jfdctint.c) in place on the 8 position views ``d`` along a row or column.
+
+    ``level_shift`` (first pass only) is subtracted from every input: it only moves the DC output, by 32x.
+    """
     shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS
     tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
     tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
@@ -300,7 +305,7 @@ def _fdct_pass_(d: list[torch.Tensor], first_pass: bool) -> None:
     tmp10, tmp13 = tmp0 + tmp3, tmp0.sub_(tmp3)
     tmp11, tmp12 = tmp1 + tmp2, tmp1.sub_(tmp2)
     if first_pass:
-        torch.add(tmp10, tmp11, out=d[0]).bitwise_left_shift_(_PASS1_BITS)
+        torch.add(tmp10, tmp11, out=d[0]).sub_(8 * level_shift).bitwise_left_shift_(_PASS1_BITS)
         torch.sub(tmp10, tmp11, out=d[4]).bitwise_left_shift_(_PASS1_BITS)
     else:
         tmp10.add_(1 << (_PASS1_BITS - 1))
@@ -334,25 +339,27 @@ def _check_positions(x: torch.Tensor) -> None:
         raise ValueError(f"expected int32/int64 position-major blocks [8, 8, N], got {x.dtype} {tuple(x.shape)}")
 
 
-def fdct_islow_positions_(x: torch.Tensor) -> torch.Tensor:
-    """libjpeg's islow forward DCT in place: level-shifted samples -> coefficients (8x the orthonormal DCT).
+def fdct_islow_positions_(x: torch.Tensor, level_shift: int = 0) -> torch.Tensor:
+    """libjpeg's islow forward DCT in place: samples -> coefficients (8x the orthonormal DCT).
 
-    int32 position-major blocks [8, 8, N] in -128..127 (see :func:`plane_to_positions`); returns ``x``.
+    int32 position-major blocks [8, 8, N] (see :func:`plane_to_positions`) in level_shift + (-128..127), e.g.
+    0..255 with ``level_shift=128``; returns ``x``.
     """
     _check_positions(x)
-    _fdct_pass_(list(x.unbind(1)), first_pass=True)  # along each row
+    _fdct_pass_(list(x.unbind(1)), first_pass=True, level_shift=level_shift)  # along each row
     _fdct_pass_(list(x.unbind(0)), first_pass=False)  # along each column
     return x
 
 
 def idct_islow_positions_(x: torch.Tensor) -> torch.Tensor:
-    """libjpeg's islow inverse DCT in place, with output level shift and clamping: dequantized coefficients
-    -> samples in 0..255. Position-major [8, 8, N], int32 when every |input| <= _IDCT_INT32_LIMIT, else int64
-    (libjpeg-turbo's 64-bit arithmetic); returns ``x``."""
+    """libjpeg's islow inverse DCT in place, with clamping: dequantized coefficients -> samples minus 128, in
+    -128..127 (libjpeg adds the 128 as it clamps; :func:`positions_to_plane` adds it here). Position-major
+    [8, 8, N], int32 when every |input| <= _IDCT_INT32_LIMIT, else int64 (libjpeg-turbo's 64-bit
+    arithmetic); returns ``x``."""
     _check_positions(x)
     _idct_pass_(list(x.unbind(0)), _CONST_BITS - _PASS1_BITS)  # along each column
     _idct_pass_(list(x.unbind(1)), _CONST_BITS + _PASS1_BITS + 3)  # along each row
-    return x.add_(128).clamp_(0, 255)
+    return x.clamp_(-128, 127)
 
 
 def _check_plane(plane: torch.Tensor) -> None:
@@ -391,4 +398,4 @@ def idct_islow_plane(dequantized: torch.Tensor) -> torch.Tensor:
     _check_plane(dequantized)
     big = dequantized.numel() and dequantized.detach().abs().max().item() > _IDCT_INT32_LIMIT
     x = plane_to_positions(dequantized, dtype=torch.int64 if big else torch.int32)
-    return positions_to_plane(idct_islow_positions_(x), dequantized.shape, torch.int32)
+    return positions_to_plane(idct_islow_positions_(x), dequantized.shape, torch.int32, offset=128)
