@@ -235,8 +235,8 @@ def idct_islow(dequantized: torch.Tensor) -> torch.Tensor:
 # ``add(..., alpha=c)``. Bounds: the largest intermediate of a 1-D pass, as a linear form of its inputs,
 # has an L1 norm of 83980 (forward) and 61214 (inverse), both read off the butterflies; int32 therefore
 # holds every intermediate of the forward DCT of 8-bit samples (83980 * 4096 < 2**31) and of the inverse
-# DCT of inputs up to _IDCT_INT32_LIMIT; beyond, int64. (+, - and * wrap modulo 2**32 consistently, so
-# any reordering of them gives libjpeg's values wherever libjpeg's own intermediates fit.)
+# DCT of inputs up to _IDCT_INT32_LIMIT (which allows for the rounding constant, 2**17 at most, added early
+# here); beyond, int64. The partial sums are libjpeg's own, apart from that constant.
 _IDCT_L1 = 61214
 _IDCT_INT32_LIMIT = ((2**31 - 1 - 2**17) // _IDCT_L1 - 1) * 2048 // _IDCT_L1 - 1  # |dequantized| bound
 
