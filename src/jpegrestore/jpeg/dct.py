@@ -283,7 +283,9 @@ def _odd_part_(t4, t5, t6, t7, bias: int = 0, out=(None, None, None, None)):
     Leaves its inputs unchanged; returns the four sums (written into the ``out`` views when given).
     """
     z1, z2, z3, z4 = t4 + t7, t5 + t6, t4 + t6, t5 + t7
-    z5 = (z3 + z4).mul_(_F1175).add_(bias)
+    z5 = (z3 + z4).mul_(_F1175)
+    if bias:
+        z5.add_(bias)
     z1.mul_(-_F0899)
     z2.mul_(-_F2562)
     z3 = torch.add(z5, z3, alpha=-_F1961)
@@ -292,11 +294,11 @@ def _odd_part_(t4, t5, t6, t7, bias: int = 0, out=(None, None, None, None)):
             torch.add(z2, t6, alpha=_F3072, out=out[2]).add_(z3), torch.add(z1, t7, alpha=_F1501, out=out[3]).add_(z4))
 
 
-def _fdct_pass_(d: list[torch.Tensor], first_pass: bool, level_shift: int = 0) -> None:
-    """One islow forward pass (jfdctint.c) in place on the 8 position views ``d`` along a row or column.
-
-    ``level_shift`` (first pass only) is subtracted from every input: it only moves the DC output, by 32x.
-    """
+def _fdct_pass_(x: torch.Tensor, dim: int, first_pass: bool, level_shift: int = 0) -> None:
+    """One islow forward pass (jfdctint.c) in place on position-major blocks x, along ``dim`` (1: the rows of every
+    block, 0: the columns). ``level_shift`` (first pass only) is subtracted from every input: it only moves the
+    DC output, by 32x."""
+    d = x.unbind(dim)
     shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS
     tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
     tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
@@ -312,14 +314,17 @@ def _fdct_pass_(d: list[torch.Tensor], first_pass: bool, level_shift: int = 0) -
         torch.add(tmp10, tmp11, out=d[0]).bitwise_right_shift_(_PASS1_BITS)
         torch.sub(tmp10, tmp11, out=d[4]).bitwise_right_shift_(_PASS1_BITS)
     z1 = (tmp12 + tmp13).mul_(_F0541).add_(1 << (shift - 1))
-    torch.add(z1, tmp13, alpha=_F0765, out=d[2]).bitwise_right_shift_(shift)
-    torch.add(z1, tmp12, alpha=-_F1847, out=d[6]).bitwise_right_shift_(shift)
-    for o in _odd_part_(tmp4, tmp5, tmp6, tmp7, 1 << (shift - 1), out=(d[7], d[5], d[3], d[1])):
-        o.bitwise_right_shift_(shift)
+    torch.add(z1, tmp13, alpha=_F0765, out=d[2])
+    torch.add(z1, tmp12, alpha=-_F1847, out=d[6])
+    _odd_part_(tmp4, tmp5, tmp6, tmp7, 1 << (shift - 1), out=(d[7], d[5], d[3], d[1]))
+    for first in (1, 5):  # outputs 1, 2, 3 and 5, 6, 7 share the descaling shift
+        x.narrow(dim, first, 3).bitwise_right_shift_(shift)
 
 
-def _idct_pass_(d: list[torch.Tensor], shift: int) -> None:
-    """One islow inverse pass (jidctint.c) in place on the 8 position views ``d`` along a column or row."""
+def _idct_pass_(x: torch.Tensor, dim: int, shift: int) -> None:
+    """One islow inverse pass (jidctint.c) in place on position-major blocks x, along ``dim`` (0: the columns of
+    every block, 1: the rows)."""
+    d = x.unbind(dim)
     z1 = (d[2] + d[6]).mul_(_F0541)
     tmp2 = torch.add(z1, d[6], alpha=-_F1847)
     tmp3 = z1.add_(d[2], alpha=_F0765)
@@ -330,8 +335,9 @@ def _idct_pass_(d: list[torch.Tensor], shift: int) -> None:
     tmp11, tmp12 = tmp1 + tmp2, tmp1.sub_(tmp2)
     o0, o1, o2, o3 = _odd_part_(d[7], d[5], d[3], d[1])
     for k, (even, odd) in enumerate(((tmp10, o3), (tmp11, o2), (tmp12, o1), (tmp13, o0))):
-        torch.add(even, odd, out=d[k]).bitwise_right_shift_(shift)
-        torch.sub(even, odd, out=d[7 - k]).bitwise_right_shift_(shift)
+        torch.add(even, odd, out=d[k])
+        torch.sub(even, odd, out=d[7 - k])
+    x.bitwise_right_shift_(shift)
 
 
 def _check_positions(x: torch.Tensor) -> None:
@@ -346,8 +352,8 @@ def fdct_islow_positions_(x: torch.Tensor, level_shift: int = 0) -> torch.Tensor
     0..255 with ``level_shift=128``; returns ``x``.
     """
     _check_positions(x)
-    _fdct_pass_(list(x.unbind(1)), first_pass=True, level_shift=level_shift)  # along each row
-    _fdct_pass_(list(x.unbind(0)), first_pass=False)  # along each column
+    _fdct_pass_(x, 1, first_pass=True, level_shift=level_shift)  # along each row
+    _fdct_pass_(x, 0, first_pass=False)  # along each column
     return x
 
 
@@ -357,8 +363,8 @@ def idct_islow_positions_(x: torch.Tensor) -> torch.Tensor:
     [8, 8, N], int32 when every |input| <= _IDCT_INT32_LIMIT, else int64 (libjpeg-turbo's 64-bit
     arithmetic); returns ``x``."""
     _check_positions(x)
-    _idct_pass_(list(x.unbind(0)), _CONST_BITS - _PASS1_BITS)  # along each column
-    _idct_pass_(list(x.unbind(1)), _CONST_BITS + _PASS1_BITS + 3)  # along each row
+    _idct_pass_(x, 0, _CONST_BITS - _PASS1_BITS)  # along each column
+    _idct_pass_(x, 1, _CONST_BITS + _PASS1_BITS + 3)  # along each row
     return x.clamp_(-128, 127)
 
 
