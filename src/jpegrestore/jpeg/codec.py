@@ -227,7 +227,9 @@ def _quantize(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """libjpeg's quantizer: islow coefficients x (8x the orthonormal DCT, int [8, 8, B, n] position-major), table
     q [B, 8, 8] -> sign(x) * ((|x| + 4q) // 8q), float32 [8, 8, B, n]. Exact in float32 (see _int_floor_div)."""
     qp = _table_positions(q)
-    return x.float().abs_().add_(qp * 4).div_(qp * 8).floor_().copysign_(x)
+    f = x.float()
+    sign = f.sign()  # multiplying by it is much cheaper than copysign on the CPU
+    return f.abs_().add_(qp * 4).div_(qp * 8).floor_().mul_(sign)
 
 
 def _fits_int32_idct(qt: torch.Tensor) -> bool:
