@@ -247,7 +247,7 @@ def _samples_islow(coefficients: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     big = dequantized.numel() and dequantized.abs().max().item() > dct._IDCT_INT32_LIMIT
     x = dct.idct_islow_positions_(dct.blocks_to_positions(dequantized, torch.int64 if big else torch.int32))
     b, hb, wb = coefficients.shape[:3]
-    return dct.positions_to_plane(x, (b, 8 * hb, 8 * wb), torch.float32, offset=128)
+    return dct.positions_to_plane(x, (b, 8 * hb, 8 * wb), torch.float32)
 
 
 def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
@@ -371,8 +371,7 @@ def _round_trip_chunk(images: torch.Tensor, qt: torch.Tensor, subsampling: str, 
     for i, c in enumerate(_split(x, shapes)):  # |coefficient * q| <= |x| / 8 + q / 2 < 2**24: exact in float32
         c.copy_(_quantize(c, qt[:, i]).mul_(_table_positions(qt[:, i])))
     x = dct.idct_islow_positions_(x if _fits_int32_idct(qt) else x.long())
-    samples = [dct.positions_to_plane(c, shape, torch.float32, offset=128)
-               for c, shape in zip(_split(x, shapes), shapes)]
+    samples = [dct.positions_to_plane(c, shape, torch.float32) for c, shape in zip(_split(x, shapes), shapes)]
     _assemble(samples, tuple(images.shape[-2:]), subsampling, _INTEGER, out)
 
 

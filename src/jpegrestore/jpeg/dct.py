@@ -256,13 +256,11 @@ def plane_to_positions(
     return out
 
 
-def positions_to_plane(
-    positions: torch.Tensor, shape: tuple[int, int, int], dtype: torch.dtype, offset: int = 0,
-) -> torch.Tensor:
-    """Position-major blocks [8, 8, N] -> the plane [B, H, W] (``shape``) in ``dtype``, ``offset`` added."""
+def positions_to_plane(positions: torch.Tensor, shape: tuple[int, int, int], dtype: torch.dtype) -> torch.Tensor:
+    """Position-major blocks [8, 8, N] -> the plane [B, H, W] (``shape``) in ``dtype``."""
     b, h, w = shape
     out = torch.empty(b, h // 8, 8, w // 8, 8, dtype=dtype, device=positions.device)
-    torch.add(positions.view(8, 8, b, h // 8, w // 8), offset, out=out.permute(2, 4, 0, 1, 3))
+    out.permute(2, 4, 0, 1, 3).copy_(positions.view(8, 8, b, h // 8, w // 8))
     return out.view(b, h, w)
 
 
@@ -358,14 +356,13 @@ def fdct_islow_positions_(x: torch.Tensor, level_shift: int = 0) -> torch.Tensor
 
 
 def idct_islow_positions_(x: torch.Tensor) -> torch.Tensor:
-    """libjpeg's islow inverse DCT in place, with clamping: dequantized coefficients -> samples minus 128, in
-    -128..127 (libjpeg adds the 128 as it clamps; :func:`positions_to_plane` adds it here). Position-major
-    [8, 8, N], int32 when every |input| <= _IDCT_INT32_LIMIT, else int64 (libjpeg-turbo's 64-bit
-    arithmetic); returns ``x``."""
+    """libjpeg's islow inverse DCT in place, with output level shift and clamping: dequantized coefficients
+    -> samples in 0..255. Position-major [8, 8, N], int32 when every |input| <= _IDCT_INT32_LIMIT, else int64
+    (libjpeg-turbo's 64-bit arithmetic); returns ``x``."""
     _check_positions(x)
     _idct_pass_(x, 0, _CONST_BITS - _PASS1_BITS)  # along each column
     _idct_pass_(x, 1, _CONST_BITS + _PASS1_BITS + 3)  # along each row
-    return x.clamp_(-128, 127)
+    return x.add_(128).clamp_(0, 255)
 
 
 def _check_plane(plane: torch.Tensor) -> None:
@@ -404,4 +401,4 @@ def idct_islow_plane(dequantized: torch.Tensor) -> torch.Tensor:
     _check_plane(dequantized)
     big = dequantized.numel() and dequantized.detach().abs().max().item() > _IDCT_INT32_LIMIT
     x = plane_to_positions(dequantized, dtype=torch.int64 if big else torch.int32)
-    return positions_to_plane(idct_islow_positions_(x), dequantized.shape, torch.int32, offset=128)
+    return positions_to_plane(idct_islow_positions_(x), dequantized.shape, torch.int32)
