@@ -1,7 +1,7 @@
 """Edge padding, libjpeg's chroma downsampling and libjpeg-turbo's "fancy" chroma upsampling.
 
-Planes are [B, H, W] tensors of integer-valued samples (0..255): int64 for the exact path, float
-for the differentiable path. ``floor_div(n, d)`` is either integer floor division or its
+Planes are [B, H, W] tensors of integer-valued samples (0..255): float32 holding integers for the exact
+path, float for the differentiable path. ``floor_div(n, d)`` is either integer floor division or its
 straight-through float equivalent, so both paths share one formula.
 """
 
