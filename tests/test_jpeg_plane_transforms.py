@@ -99,3 +99,57 @@ def test_written_out_adjoint_equals_autograd_of_the_chroma_path(subsampling):
         (expected,) = torch.autograd.grad(_chroma_resampling(probe, subsampling), probe, grad)
         got = codec._chroma_resampling_adjoint(grad, subsampling)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12, msg=f"{height}x{width}")
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def test_forward_dct_bound_holds_for_the_extreme_blocks():
+    """The static bound that picks the round trip's IDCT width is >= |islow DCT| of the blocks that maximize each
+    coefficient (samples at -128 / 127 with the signs of its basis function), and tight (within 1%)."""
+    n = torch.arange(8.0)
+    basis = torch.cos((2 * n[None] + 1) * n[:, None] * torch.pi / 16)  # [frequency, sample]
+    signs = torch.sign(basis[:, None, :, None] * basis[None, :, None, :])  # [u, v, 8, 8]
+    signs[signs == 0] = 1
+    blocks = torch.cat([signs, -signs]).reshape(-1, 8, 8)
+    extreme = torch.where(blocks > 0, 127, -128).int()
+    reached = dct.fdct_islow(extreme).abs().reshape(2, 8, 8, 8, 8)
+    reached = reached.diagonal(dim1=1, dim2=3).diagonal(dim1=1, dim2=2).amax(0)  # block (u, v) at position (u, v)
+    bound = dct.fdct_islow_bound()
+    assert bool((bound >= reached).all())
+    assert bool((bound <= reached * 1.01).all())
+
+
+def test_the_round_trip_chooses_int32_for_every_standard_table_and_int64_beyond():
+    from jpegrestore.jpeg import codec
+
+    assert codec._fits_int32_idct(jpeg.quant_tables(torch.arange(1, 101)))
+    assert not codec._fits_int32_idct(torch.full((1, 3, 8, 8), 400.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_round_trip_with_coarse_tables_equals_decode_of_encode(device):
+    """Tables beyond baseline's 255 take the int64 IDCT in the round trip; still libjpeg's values."""
+    x = to_tensor(photo("chelsea", 40, 48, 30, 60)).to(device)
+    for step in (400.0, 3000.0):
+        tables = torch.full((1, 2, 8, 8), step, device=device)
+        tables[:, :, 0, 0] = 200
+        reference = jpeg.decode(jpeg.encode(x, tables=tables, rounding="exact"), rounding="exact")
+        assert torch.equal(jpeg.compress(x, tables=tables, rounding="exact"), reference)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_round_trip_in_chunks_keeps_each_image_and_its_quality(monkeypatch, device):
+    """A batch larger than one CPU chunk (uneven last chunk), a quality per image: each image as alone."""
+    from jpegrestore.jpeg import codec
+
+    crops = [photo(name, 24, 40, 50, 70) for name in ("chelsea", "coffee", "astronaut", "rocket", "chelsea")]
+    x = torch.cat([to_tensor(c) for c in crops]).to(device)
+    x[4] = x[4].flip(-1)
+    qualities = torch.tensor([5, 50, 90, 10, 75], device=device)
+    monkeypatch.setattr(codec, "_CHUNK_PIXELS", 2 * 24 * 40)  # two images per chunk on the CPU
+    for layout in ("4:2:0", "4:4:4"):
+        got = jpeg.compress(x, qualities, subsampling=layout, rounding="exact")
+        for i in range(5):
+            alone = jpeg.decode(jpeg.encode(x[i:i + 1], int(qualities[i]), subsampling=layout), rounding="exact")
+            assert torch.equal(got[i:i + 1], alone), (layout, i)

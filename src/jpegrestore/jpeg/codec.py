@@ -196,30 +196,58 @@ def _dummy_blocks(y: torch.Tensor, size: tuple[int, int], subsampling: str) -> t
     return torch.where(real[None, :, :, None, None], y, dummy)
 
 
-def _per_block(plane: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A plane [B, H, W] as [B, H/8, 8, W/8, 8] and a table [B, 8, 8] as [B, 1, 8, 1, 8]: combined element-wise,
-    every block meets the table."""
-    b, h, w = plane.shape
-    return plane.view(b, h // 8, 8, w // 8, 8), table[:, None, :, None, :]
+def _positions(planes: list[torch.Tensor]) -> torch.Tensor:
+    """Component planes [B, H_i, W_i] (integer-valued, whole blocks) -> the position-major blocks of all of them,
+    int32 [8, 8, N] (see :func:`dct.plane_to_positions`)."""
+    x = torch.empty(8, 8, sum(p.numel() // 64 for p in planes), dtype=torch.int32, device=planes[0].device)
+    for p, view in zip(planes, _split(x, [p.shape for p in planes])):
+        dct.plane_to_positions(p, out=view.view(8, 8, -1))
+    return x
 
 
-def _quantize_islow(plane: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Integer-valued samples [B, H, W] (0..255, whole blocks), table q [B, 8, 8] -> libjpeg's quantized islow
-    coefficients in plane layout (float32 [B, H, W], each block in place)."""
-    x = dct.fdct_islow_plane(plane - 128).float()  # 8x the orthonormal DCT, |x| < 2**15
-    xb, q8 = _per_block(x, q.float() * 8)
-    # libjpeg: sign(x) * ((|x| + 4q) // 8q), exact in float32 (see _int_floor_div).
-    out = xb.abs().add_(q8 / 2).div_(q8).floor_()
-    return out.copysign_(xb).view(x.shape)
+def _split(x: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
+    """Each component's view [8, 8, B, n_i] of position-major blocks [8, 8, N] made by :func:`_positions` from
+    planes of the given shapes [B, H_i, W_i]."""
+    views = x.split([b * h * w // 64 for b, h, w in shapes], dim=2)
+    return [v.view(8, 8, shape[0], -1) for v, shape in zip(views, shapes)]
 
 
-def _samples_islow(coefficients: torch.Tensor, q: torch.Tensor, float32_product: bool = False) -> torch.Tensor:
-    """Integer-valued quantized coefficients in plane layout [B, H, W], table q [B, 8, 8] -> libjpeg's islow
-    samples, float32 [B, H, W] in 0..255. The product is taken in float64 (exact for any 16-bit values), or in
-    float32 when the caller knows it stays below 2**24."""
-    dtype = torch.float32 if float32_product else torch.float64
-    cb, qb = _per_block(coefficients.to(dtype), q.to(dtype))
-    return dct.idct_islow_plane((cb * qb).view(coefficients.shape)).float()
+def _islow_coefficients(planes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Component planes [B, H_i, W_i] (integer-valued 0..255, whole blocks) -> libjpeg's islow coefficients of
+    each (8x the orthonormal DCT), as views [8, 8, B, n_i] of one int32 position-major tensor."""
+    return _split(dct.fdct_islow_positions_(_positions(planes), level_shift=128), [p.shape for p in planes])
+
+
+def _table_positions(q: torch.Tensor) -> torch.Tensor:
+    """A table per image [B, 8, 8] -> float32 [8, 8, B, 1], to combine with position-major blocks [8, 8, B, n]."""
+    return q.float().permute(1, 2, 0)[..., None]
+
+
+def _quantize(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """libjpeg's quantizer: islow coefficients x (8x the orthonormal DCT, int [8, 8, B, n] position-major), table
+    q [B, 8, 8] -> sign(x) * ((|x| + 4q) // 8q), float32 [8, 8, B, n]. Exact in float32 (see _int_floor_div)."""
+    qp = _table_positions(q)
+    f = x.float()
+    sign = f.sign()  # multiplying by it is much cheaper than copysign on the CPU
+    return f.abs_().add_(qp * 4).div_(qp * 8).floor_().mul_(sign)
+
+
+def _fits_int32_idct(qt: torch.Tensor) -> bool:
+    """Whether the islow IDCT of any 8-bit image's coefficients quantized with tables qt [B, C, 8, 8] stays
+    within int32: |dequantized| <= ((bound + 4q) // 8q) * q, with :func:`dct.fdct_islow_bound`."""
+    bound = dct.fdct_islow_bound().to(qt.device, torch.float64)
+    q = qt.double()
+    return bool((torch.floor((bound + 4 * q) / (8 * q)) * q).max() <= dct._IDCT_INT32_LIMIT)
+
+
+def _samples_islow(coefficients: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Integer-valued quantized coefficients [B, Hb, Wb, 8, 8], table q [B, 8, 8] -> libjpeg's islow samples,
+    float32 plane [B, 8 Hb, 8 Wb] in 0..255. The product is exact in float64 for any 16-bit values."""
+    dequantized = coefficients.double() * q.double()[:, None, None]
+    big = dequantized.numel() and dequantized.abs().max().item() > dct._IDCT_INT32_LIMIT
+    x = dct.idct_islow_positions_(dct.blocks_to_positions(dequantized, torch.int64 if big else torch.int32))
+    b, hb, wb = coefficients.shape[:3]
+    return dct.positions_to_plane(x, (b, 8 * hb, 8 * wb), torch.float32)
 
 
 def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
@@ -228,21 +256,25 @@ def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _A
     Integer arithmetic gives libjpeg's islow values exactly (as float); no dummy blocks.
     """
     planes = _component_planes(_sample_planes(images, a), subsampling, a)
-    out = []
-    for i, p in enumerate(planes):
-        q = qt[:, i, None, None]
-        if a.integer:
-            out.append(dct.image_to_blocks(dct.fdct_islow_plane(p - 128)).to(q.dtype) / (q * 8))
-        else:
-            out.append(dct.block_dct(dct.image_to_blocks(p) - 128) / q.to(p.dtype))
-    return out
+    if a.integer:
+        blocks = [_blocks(c, p) for c, p in zip(_islow_coefficients(planes), planes)]
+        return [b.to(qt.dtype) / (qt[:, i, None, None] * 8) for i, b in enumerate(blocks)]
+    return [dct.block_dct(dct.image_to_blocks(p) - 128) / qt[:, i, None, None].to(p.dtype)
+            for i, p in enumerate(planes)]
+
+
+def _blocks(positions: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+    """One component's position-major blocks [8, 8, B, n] -> blocks [B, Hb, Wb, 8, 8] of its plane [B, H, W]."""
+    b, h, w = plane.shape
+    return dct.positions_to_blocks(positions, (b, h // 8, w // 8))
 
 
 def _encode(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
     size = tuple(images.shape[-2:])
     planes = _component_planes(_sample_planes(images, a), subsampling, a)
     if a.integer:
-        comps = [dct.image_to_blocks(_quantize_islow(p, qt[:, i])).contiguous() for i, p in enumerate(planes)]
+        coefficients = _islow_coefficients(planes)
+        comps = [_blocks(_quantize(c, qt[:, i]), p) for i, (c, p) in enumerate(zip(coefficients, planes))]
     else:
         comps = [a.quantize(dct.block_dct(dct.image_to_blocks(p) - 128) / qt[:, i, None, None].to(p.dtype))
                  for i, p in enumerate(planes)]
@@ -302,7 +334,7 @@ def _decode(coeffs: Coefficients, a: _Arith, dtype: torch.dtype) -> torch.Tensor
     for i, c in enumerate(coeffs.components()):
         if a.integer:
             c = c.round() if c.is_floating_point() else c
-            planes.append(_samples_islow(dct.blocks_to_plane(c), coeffs.qt[:, i]))
+            planes.append(_samples_islow(c, coeffs.qt[:, i]))
         else:
             q = coeffs.qt[:, i, None, None]
             samples = a.clamp255(a.round(dct.block_idct(c.to(dtype) * q.to(dtype)) + 128))
@@ -310,27 +342,55 @@ def _decode(coeffs: Coefficients, a: _Arith, dtype: torch.dtype) -> torch.Tensor
     return _assemble(planes, coeffs.size, coeffs.subsampling, a)
 
 
+# Images per chunk of the round trip on the CPU: about this many pixels, so that every intermediate stays in
+# the caches and is reused from the allocator's free lists instead of fresh (page-faulting) memory.
+_CHUNK_PIXELS = 1 << 18
+
+
 def _round_trip_islow(images: torch.Tensor, qt: torch.Tensor, subsampling: str) -> torch.Tensor:
-    """``_decode(_encode(images))`` in integer arithmetic without the block layout in between (dummy blocks,
-    which the decode crops away, are skipped). -> float32 [B, C, H, W], integers 0..255."""
+    """``_decode(_encode(images))`` in integer arithmetic. -> float32 [B, C, H, W], integers 0..255.
+
+    On the CPU the batch runs in chunks of about _CHUNK_PIXELS pixels, written into the one output.
+    """
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    batch, pixels = images.shape[0], images.shape[-2] * images.shape[-1]
+    step = max(1, _CHUNK_PIXELS // pixels) if images.device.type == "cpu" else batch
+    for i in range(0, batch, step):
+        _round_trip_chunk(images[i:i + step], qt[i:i + step], subsampling, out[i:i + step])
+    return out
+
+
+def _round_trip_chunk(images: torch.Tensor, qt: torch.Tensor, subsampling: str, out: torch.Tensor) -> None:
+    """The round trip of images [B, C, H, W] into ``out`` (float32, same shape), all components' blocks
+    position-major in one tensor from the forward DCT to the inverse (dummy blocks, which the decode crops
+    away, are skipped)."""
     planes = _component_planes(_sample_planes(images, _INTEGER), subsampling, _INTEGER)
-    # |coefficient * q| <= |x| / 8 + q / 2 < 2**12 + 2**15: exact in float32.
-    samples = [_samples_islow(_quantize_islow(p, qt[:, i]), qt[:, i], float32_product=True)
-               for i, p in enumerate(planes)]
-    return _assemble(samples, tuple(images.shape[-2:]), subsampling, _INTEGER)
+    shapes = [p.shape for p in planes]
+    x = dct.fdct_islow_positions_(_positions(planes), level_shift=128)
+    del planes
+    for i, c in enumerate(_split(x, shapes)):  # |coefficient * q| <= |x| / 8 + q / 2 < 2**24: exact in float32
+        c.copy_(_quantize(c, qt[:, i]).mul_(_table_positions(qt[:, i])))
+    x = dct.idct_islow_positions_(x if _fits_int32_idct(qt) else x.long())
+    samples = [dct.positions_to_plane(c, shape, torch.float32) for c, shape in zip(_split(x, shapes), shapes)]
+    _assemble(samples, tuple(images.shape[-2:]), subsampling, _INTEGER, out)
 
 
-def _assemble(planes: list[torch.Tensor], size: tuple[int, int], subsampling: str, a: _Arith) -> torch.Tensor:
-    """Decoded component planes (whole MCUs) -> samples [B, C, H, W] in 0..255: crop, upsample chroma, to RGB."""
+def _assemble(
+    planes: list[torch.Tensor], size: tuple[int, int], subsampling: str, a: _Arith, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Decoded component planes (whole MCUs) -> samples [B, C, H, W] in 0..255: crop, upsample chroma, to RGB.
+
+    The integer path writes into ``out`` (float32 [B, C, H, W]) when given.
+    """
     height, width = size
     y = planes[0][:, :height, :width]
     if len(planes) == 1:
-        return y[:, None]
+        return y[:, None] if out is None else out.copy_(y[:, None])
     h, v = sampling.check_subsampling(subsampling)
     upsample = sampling.upsample_fancy_exact if a.integer else partial(sampling.upsample_fancy, floor_div=a.floor_div)
     chroma = [upsample(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v)[:, :height, :width] for p in planes[1:]]
     if a.integer:
-        return colour.ycbcr_to_rgb_planes(y, *chroma)
+        return colour.ycbcr_to_rgb_planes(y, *chroma, out=out)
     ycc = torch.stack([y, *chroma], 1)
     return a.clamp255(a.round(colour.ycbcr_to_rgb(ycc)))
 
@@ -429,7 +489,7 @@ class _RoundTripSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, images, qt, subsampling):
         ctx.subsampling = subsampling
-        return _round_trip_islow(images, qt, subsampling).to(images.dtype) / 255
+        return _round_trip_islow(images, qt, subsampling).to(images.dtype).div_(255)
 
     @staticmethod
     @full_precision
@@ -464,4 +524,4 @@ def compress(
     stored = subsampling if images.shape[1] == 3 else "4:4:4"
     if rounding == "ste" and needs_grad:
         return _RoundTripSTE.apply(work, qt, stored)
-    return _round_trip_islow(work.detach(), qt, stored).to(work.dtype) / 255
+    return _round_trip_islow(work.detach(), qt, stored).to(work.dtype).div_(255)

@@ -116,9 +116,13 @@ def rgb_to_ycbcr_planes(rgb: list[torch.Tensor]) -> list[torch.Tensor]:
 _TO_RGB_OFFSET = tuple(_ONE_HALF - 128 * sum(row) for row in _TO_RGB_FIXED)
 
 
-def ycbcr_to_rgb_planes(y: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor) -> torch.Tensor:
-    """libjpeg's YCbCr -> RGB (jdcolor.c), clamped: integer-valued float32 planes [B, H, W] -> [B, 3, H, W] 0..255."""
-    out = torch.empty((y.shape[0], 3, *y.shape[1:]), dtype=torch.float32, device=y.device)
+def ycbcr_to_rgb_planes(
+    y: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """libjpeg's YCbCr -> RGB (jdcolor.c), clamped: integer-valued float32 planes [B, H, W] -> [B, 3, H, W] 0..255
+    (written into ``out`` when given)."""
+    if out is None:
+        out = torch.empty((y.shape[0], 3, *y.shape[1:]), dtype=torch.float32, device=y.device)
     for k, (row, off) in enumerate(zip(_TO_RGB_FIXED, _TO_RGB_OFFSET)):
         _fixed_sum([y, cb, cr], row, off, out=out[:, k]).add_(y)
     return out.clamp_(0, 255)

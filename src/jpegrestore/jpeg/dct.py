@@ -226,33 +226,159 @@ def idct_islow(dequantized: torch.Tensor) -> torch.Tensor:
     return (x + 128).clamp_(0, 255).to(out_dtype).reshape(dequantized.shape)
 
 
-# ---- The butterflies on whole planes (what the codec runs) ---------------------------------------
-# A plane [B, H, W] (H, W multiples of 8) holds its blocks in place. A pass along the rows of every
-# block takes the 8 strided column views of [B, H, W/8, 8]; a pass along the columns takes the 8 row
-# views of [B, H/8, 8, W]. No block gathering, only integer element-wise arithmetic (no matmul, so
-# no precision setting can change it). Bounds: the largest intermediate of a 1-D pass, as a linear
-# form of its inputs, has an L1 norm of 83980 (forward) and 61214 (inverse), both read off the
-# butterflies; int32 therefore holds every intermediate of the forward DCT of 8-bit samples
-# (83980 * 4096 < 2**31) and of the inverse DCT of inputs up to _IDCT_INT32_LIMIT; beyond, int64.
+# ---- The butterflies on position-major blocks (what the codec runs) ------------------------------
+# Position-major layout: [8, 8, N], entry [u, v, n] is row u, column v of block n (blocks of one or more
+# planes, each plane's in [B, Hb, Wb] order). A pass along the rows of every block then takes the 8 views
+# x[:, v], a pass along the columns the 8 views x[u]: whole contiguous runs of N values, one in-place
+# integer operation per butterfly step for every block at once (no matmul, so no precision setting can
+# change it). Descaling constants are folded into a term every output shares, products into
+# ``add(..., alpha=c)``. Bounds: the largest intermediate of a 1-D pass, as a linear form of its inputs,
+# has an L1 norm of 83980 (forward) and 61214 (inverse), both read off the butterflies; int32 therefore
+# holds every intermediate of the forward DCT of 8-bit samples (83980 * 4096 < 2**31) and of the inverse
+# DCT of inputs up to _IDCT_INT32_LIMIT (which allows for the rounding constant, 2**17 at most, added early
+# here); beyond, int64. The partial sums are libjpeg's own, apart from that constant.
 _IDCT_L1 = 61214
 _IDCT_INT32_LIMIT = ((2**31 - 1 - 2**17) // _IDCT_L1 - 1) * 2048 // _IDCT_L1 - 1  # |dequantized| bound
 
 
-def _row_views(plane: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 positions along each block row: views [B, H, W/8] of a plane [B, H, W]."""
+def plane_to_positions(
+    plane: torch.Tensor, out: torch.Tensor | None = None, dtype: torch.dtype = torch.int32,
+) -> torch.Tensor:
+    """Integer-valued [B, H, W] (H, W multiples of 8) -> [8, 8, B * H/8 * W/8] position-major blocks in ``dtype``.
+
+    Writes into ``out`` (any [8, 8, n] view of that size, e.g. a slice of a larger tensor) when given.
+    """
+    _check_plane(plane)
     b, h, w = plane.shape
-    return list(plane.view(b, h, w // 8, 8).unbind(-1))
+    if out is None:
+        out = torch.empty(8, 8, b * (h // 8) * (w // 8), dtype=dtype, device=plane.device)
+    out.view(8, 8, b, h // 8, w // 8).copy_(plane.view(b, h // 8, 8, w // 8, 8).permute(2, 4, 0, 1, 3))
+    return out
 
 
-def _col_views(plane: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 positions down each block column: views [B, H/8, W] of a plane [B, H, W]."""
-    b, h, w = plane.shape
-    return list(plane.view(b, h // 8, 8, w).unbind(2))
+def positions_to_plane(positions: torch.Tensor, shape: tuple[int, int, int], dtype: torch.dtype) -> torch.Tensor:
+    """Position-major blocks [8, 8, N] -> the plane [B, H, W] (``shape``) in ``dtype``."""
+    b, h, w = shape
+    out = torch.empty(b, h // 8, 8, w // 8, 8, dtype=dtype, device=positions.device)
+    out.permute(2, 4, 0, 1, 3).copy_(positions.view(8, 8, b, h // 8, w // 8))
+    return out.view(b, h, w)
+
+
+def blocks_to_positions(blocks: torch.Tensor, dtype: torch.dtype = torch.int32) -> torch.Tensor:
+    """Integer-valued blocks [B, Hb, Wb, 8, 8] -> position-major [8, 8, B * Hb * Wb] in ``dtype``."""
+    out = torch.empty(8, 8, *blocks.shape[:3], dtype=dtype, device=blocks.device)
+    return out.copy_(blocks.permute(3, 4, 0, 1, 2)).view(8, 8, -1)
+
+
+def positions_to_blocks(positions: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """Position-major [8, 8, N] -> blocks [B, Hb, Wb, 8, 8] (``grid`` = (B, Hb, Wb)), contiguous."""
+    return positions.reshape(8, 8, *grid).permute(2, 3, 4, 0, 1).contiguous()
+
+
+def _odd_part_(t4, t5, t6, t7, bias: int = 0, out=(None, None, None, None)):
+    """:func:`_odd_part` on whole position views with ``bias`` added to every output (one shared term).
+
+    Leaves its inputs unchanged; returns the four sums (written into the ``out`` views when given).
+    """
+    z1, z2, z3, z4 = t4 + t7, t5 + t6, t4 + t6, t5 + t7
+    z5 = (z3 + z4).mul_(_F1175)
+    if bias:
+        z5.add_(bias)
+    z1.mul_(-_F0899)
+    z2.mul_(-_F2562)
+    z3 = torch.add(z5, z3, alpha=-_F1961)
+    z4 = z5.add_(z4, alpha=-_F0390)
+    return (torch.add(z1, t4, alpha=_F0298, out=out[0]).add_(z3), torch.add(z2, t5, alpha=_F2053, out=out[1]).add_(z4),
+            torch.add(z2, t6, alpha=_F3072, out=out[2]).add_(z3), torch.add(z1, t7, alpha=_F1501, out=out[3]).add_(z4))
+
+
+def _fdct_pass_(x: torch.Tensor, dim: int, first_pass: bool, level_shift: int = 0) -> None:
+    """One islow forward pass (jfdctint.c) in place on position-major blocks x, along ``dim`` (1: the rows of every
+    block, 0: the columns). ``level_shift`` (first pass only) is subtracted from every input: it only moves the
+    DC output, by 32x."""
+    d = x.unbind(dim)
+    shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS
+    tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
+    tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
+    tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
+    tmp3, tmp4 = d[3] + d[4], d[3] - d[4]
+    tmp10, tmp13 = tmp0 + tmp3, tmp0.sub_(tmp3)
+    tmp11, tmp12 = tmp1 + tmp2, tmp1.sub_(tmp2)
+    if first_pass:
+        torch.add(tmp10, tmp11, out=d[0]).sub_(8 * level_shift).bitwise_left_shift_(_PASS1_BITS)
+        torch.sub(tmp10, tmp11, out=d[4]).bitwise_left_shift_(_PASS1_BITS)
+    else:
+        tmp10.add_(1 << (_PASS1_BITS - 1))
+        torch.add(tmp10, tmp11, out=d[0]).bitwise_right_shift_(_PASS1_BITS)
+        torch.sub(tmp10, tmp11, out=d[4]).bitwise_right_shift_(_PASS1_BITS)
+    z1 = (tmp12 + tmp13).mul_(_F0541).add_(1 << (shift - 1))
+    torch.add(z1, tmp13, alpha=_F0765, out=d[2])
+    torch.add(z1, tmp12, alpha=-_F1847, out=d[6])
+    _odd_part_(tmp4, tmp5, tmp6, tmp7, 1 << (shift - 1), out=(d[7], d[5], d[3], d[1]))
+    for first in (1, 5):  # outputs 1, 2, 3 and 5, 6, 7 share the descaling shift
+        x.narrow(dim, first, 3).bitwise_right_shift_(shift)
+
+
+def _idct_pass_(x: torch.Tensor, dim: int, shift: int) -> None:
+    """One islow inverse pass (jidctint.c) in place on position-major blocks x, along ``dim`` (0: the columns of
+    every block, 1: the rows)."""
+    d = x.unbind(dim)
+    z1 = (d[2] + d[6]).mul_(_F0541)
+    tmp2 = torch.add(z1, d[6], alpha=-_F1847)
+    tmp3 = z1.add_(d[2], alpha=_F0765)
+    dc = d[0].mul_(1 << _CONST_BITS).add_(1 << (shift - 1))  # the rounding of every output, shared
+    tmp0 = torch.add(dc, d[4], alpha=1 << _CONST_BITS)
+    tmp1 = torch.sub(dc, d[4], alpha=1 << _CONST_BITS)
+    tmp10, tmp13 = tmp0 + tmp3, tmp0.sub_(tmp3)
+    tmp11, tmp12 = tmp1 + tmp2, tmp1.sub_(tmp2)
+    o0, o1, o2, o3 = _odd_part_(d[7], d[5], d[3], d[1])
+    for k, (even, odd) in enumerate(((tmp10, o3), (tmp11, o2), (tmp12, o1), (tmp13, o0))):
+        torch.add(even, odd, out=d[k])
+        torch.sub(even, odd, out=d[7 - k])
+    x.bitwise_right_shift_(shift)
+
+
+def _check_positions(x: torch.Tensor) -> None:
+    if x.dim() != 3 or x.shape[:2] != (8, 8) or x.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"expected int32/int64 position-major blocks [8, 8, N], got {x.dtype} {tuple(x.shape)}")
+
+
+def fdct_islow_positions_(x: torch.Tensor, level_shift: int = 0) -> torch.Tensor:
+    """libjpeg's islow forward DCT in place: samples -> coefficients (8x the orthonormal DCT).
+
+    int32 position-major blocks [8, 8, N] (see :func:`plane_to_positions`) in level_shift + (-128..127), e.g.
+    0..255 with ``level_shift=128``; returns ``x``.
+    """
+    _check_positions(x)
+    _fdct_pass_(x, 1, first_pass=True, level_shift=level_shift)  # along each row
+    _fdct_pass_(x, 0, first_pass=False)  # along each column
+    return x
+
+
+def idct_islow_positions_(x: torch.Tensor) -> torch.Tensor:
+    """libjpeg's islow inverse DCT in place, with output level shift and clamping: dequantized coefficients
+    -> samples in 0..255. Position-major [8, 8, N], int32 when every |input| <= _IDCT_INT32_LIMIT, else int64
+    (libjpeg-turbo's 64-bit arithmetic); returns ``x``."""
+    _check_positions(x)
+    _idct_pass_(x, 0, _CONST_BITS - _PASS1_BITS)  # along each column
+    _idct_pass_(x, 1, _CONST_BITS + _PASS1_BITS + 3)  # along each row
+    return x.add_(128).clamp_(0, 255)
 
 
 def _check_plane(plane: torch.Tensor) -> None:
     if plane.dim() != 3 or plane.shape[-2] % 8 or plane.shape[-1] % 8:
         raise ValueError(f"expected a plane [B, H, W] with H, W multiples of 8, got {tuple(plane.shape)}")
+
+
+@lru_cache(maxsize=None)
+def fdct_islow_bound() -> torch.Tensor:
+    """An upper bound on |:func:`fdct_islow`| of level-shifted 8-bit samples (|sample| <= 128), per position:
+    int64 [8, 8]. Each pass output is one descale of a linear form; |descale(v, s)| <= (|v| >> s) + 1."""
+    def pass_bound(first_pass: bool, shifts: list[int], inputs: torch.Tensor) -> torch.Tensor:
+        l1 = _linear_part(lambda d, f: _fdct_1d(d, first_pass, f)).abs().sum(1)  # [8 outputs]
+        return (l1[:, None] * inputs >> torch.tensor(shifts)[:, None]) + 1
+    rows = pass_bound(True, [0, 11, 11, 11, 0, 11, 11, 11], torch.tensor([[128]]))[:, 0]  # [8 columns]
+    return pass_bound(False, [2, 15, 15, 15, 2, 15, 15, 15], rows[None, :])  # [8 rows, 8 columns]
 
 
 def fdct_islow_plane(samples: torch.Tensor) -> torch.Tensor:
@@ -262,11 +388,7 @@ def fdct_islow_plane(samples: torch.Tensor) -> torch.Tensor:
     the block at (i, j) holds its coefficients (8x the orthonormal DCT) in natural order, as
     :func:`fdct_islow` of :func:`image_to_blocks` gives them.
     """
-    _check_plane(samples)
-    b, h, w = samples.shape
-    x = samples.to(torch.int32).contiguous()
-    x = torch.stack(_fdct_1d(_row_views(x), first_pass=True), -1).view(b, h, w)
-    return torch.stack(_fdct_1d(_col_views(x), first_pass=False), 2).view(b, h, w)
+    return positions_to_plane(fdct_islow_positions_(plane_to_positions(samples)), samples.shape, torch.int32)
 
 
 def idct_islow_plane(dequantized: torch.Tensor) -> torch.Tensor:
@@ -277,9 +399,6 @@ def idct_islow_plane(dequantized: torch.Tensor) -> torch.Tensor:
     while it is exact, else int64, as libjpeg-turbo's 64-bit build).
     """
     _check_plane(dequantized)
-    b, h, w = dequantized.shape
     big = dequantized.numel() and dequantized.detach().abs().max().item() > _IDCT_INT32_LIMIT
-    x = dequantized.to(torch.int64 if big else torch.int32).contiguous()
-    x = torch.stack(_idct_1d(_col_views(x), _CONST_BITS - _PASS1_BITS), 2).view(b, h, w)
-    x = torch.stack(_idct_1d(_row_views(x), _CONST_BITS + _PASS1_BITS + 3), -1).view(b, h, w)
-    return x.add_(128).clamp_(0, 255).to(torch.int32)
+    x = plane_to_positions(dequantized, dtype=torch.int64 if big else torch.int32)
+    return positions_to_plane(idct_islow_positions_(x), dequantized.shape, torch.int32)

@@ -1,7 +1,7 @@
 """Edge padding, libjpeg's chroma downsampling and libjpeg-turbo's "fancy" chroma upsampling.
 
-Planes are [B, H, W] tensors of integer-valued samples (0..255): int64 for the exact path, float
-for the differentiable path. ``floor_div(n, d)`` is either integer floor division or its
+Planes are [B, H, W] tensors of integer-valued samples (0..255): float32 holding integers for the exact
+path, float for the differentiable path. ``floor_div(n, d)`` is either integer floor division or its
 straight-through float equivalent, so both paths share one formula.
 """
 
@@ -98,37 +98,38 @@ def upsample_fancy(plane: torch.Tensor, h: int, v: int, floor_div: FloorDiv) -> 
     raise ValueError(f"unsupported sampling factors {(h, v)}")
 
 
-def _filter_pairs(x: torch.Tensor, dim: int, out: torch.Tensor, near_bias: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """Into ``out`` (x's shape with ``dim`` (-1 or -2) doubled): 3 x[i] + x[i-1] at 2i and 3 x[i] + x[i+1] at
-    2i+1 along ``dim`` (edges replicated), plus ``near_bias``; in place, no concatenation."""
-    n = x.shape[dim]
-    for parity, (step, bias) in enumerate(((-1, near_bias[0]), (1, near_bias[1]))):
-        o = out[..., parity::2] if dim == -1 else out[..., parity::2, :]  # positions parity, parity + 2, ...
-        torch.mul(x, 3, out=o)
-        if step < 0:
-            o.narrow(dim, 1, n - 1).add_(x.narrow(dim, 0, n - 1))
-            o.narrow(dim, 0, 1).add_(x.narrow(dim, 0, 1))
-        else:
-            o.narrow(dim, 0, n - 1).add_(x.narrow(dim, 1, n - 1))
-            o.narrow(dim, n - 1, 1).add_(x.narrow(dim, n - 1, 1))
-        if bias:
-            o.add_(bias)
-    return out
+def _fancy_pairs(x: torch.Tensor, dim: int, scale: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """One triangle-filter pass along ``dim`` (-1 or -2), edges replicated: ``scale * (3 x[i] + x[i-1]) + bias``
+    at 2i and ``scale * (3 x[i] + x[i+1]) + bias`` at 2i + 1, ``bias`` broadcasting against x.
+    [..., n, ...] -> [..., 2n, ...]."""
+    d = x.dim() + dim
+    n = x.shape[d]
+    out = x.new_empty(*x.shape[:d + 1], 2, *x.shape[d + 1:])  # output 2i + parity at [..., i, parity, ...]
+    near = x * (3 * scale) if bias is None else torch.add(bias, x, alpha=3 * scale)
+    for parity, (lo, hi, edge) in enumerate(((1, 0, 0), (0, 1, n - 1))):  # x[i-1] at 2i, x[i+1] at 2i + 1
+        o = out.select(d + 1, parity)
+        torch.add(near.narrow(d, lo, n - 1), x.narrow(d, hi, n - 1), alpha=scale, out=o.narrow(d, lo, n - 1))
+        torch.add(near.narrow(d, edge, 1), x.narrow(d, edge, 1), alpha=scale, out=o.narrow(d, edge, 1))
+    return out.flatten(d, d + 1)
 
 
 def upsample_fancy_exact(plane: torch.Tensor, h: int, v: int) -> torch.Tensor:
     """:func:`upsample_fancy` for integer-valued float32 planes with libjpeg's integer division (the decoder's
-    exact path), computed in place without concatenations. [B, Hc, Wc] -> [B, Hc*v, Wc*h]."""
+    exact path). [B, Hc, Wc] -> [B, Hc*v, Wc*h].
+
+    The filter is separable and libjpeg rounds once at the end, so the columns are filtered first (the
+    smaller plane) and the rows last, with libjpeg's rounding bias and the final scale folded into that pass:
+    every value is a multiple of 1/16 below 2**12, exact in float32, and floor() is libjpeg's shift.
+    """
     if (h, v) == (1, 1):
         return plane
     if plane.shape[-1] <= 2:
         return plane.repeat_interleave(v, -2).repeat_interleave(h, -1)
-    b, hc, wc = plane.shape
-    if (h, v) == (2, 1):
-        out = _filter_pairs(plane, -1, plane.new_empty(b, hc, 2 * wc), (1, 2))
-        return out.mul_(0.25).floor_()
-    if (h, v) == (2, 2):
-        colsum = _filter_pairs(plane, -2, plane.new_empty(b, 2 * hc, wc))
-        out = _filter_pairs(colsum, -1, plane.new_empty(b, 2 * hc, 2 * wc), (8, 7))
-        return out.mul_(1.0 / 16).floor_()
+    wc = plane.shape[-1]
+    if (h, v) == (2, 1):  # (3 x + neighbour + 1 or 2) >> 2
+        bias = torch.tensor([1 / 4, 2 / 4], dtype=plane.dtype, device=plane.device).repeat(wc)
+        return _fancy_pairs(plane, -1, 1 / 4).add_(bias).floor_()
+    if (h, v) == (2, 2):  # (3 colsum + neighbouring colsum + 8 or 7) >> 4
+        bias = torch.tensor([8 / 16, 7 / 16], dtype=plane.dtype, device=plane.device).repeat(wc)
+        return _fancy_pairs(_fancy_pairs(plane, -1), -2, 1 / 16, bias).floor_()
     raise ValueError(f"unsupported sampling factors {(h, v)}")
