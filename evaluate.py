@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from jpegrestore.evaluation.runner import evaluate_config
+    from jpegrestore.evaluation.config import evaluate_config
 
     output_dir = HydraConfig.get().runtime.output_dir
     result = evaluate_config(cfg, output_dir)

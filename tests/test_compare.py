@@ -123,7 +123,9 @@ def test_one_run_equals_single_method_runs_and_writes_the_report(lineup, tmp_pat
                     assert (g.get(name) is None) == (e.get(name) is None)
                 else:
                     assert g.get(name) == e.get(name), (label, g["image"], g["quality"], name)
-    assert {r["nfe"] for r in result.rows if r["method"] == "ddrm"} == {4.0}  # steps x samples
+    # steps x samples per tile: the prior runs at its training size (32), so these larger images are tiled
+    ddrm_nfe = [r["nfe"] for r in result.rows if r["method"] == "ddrm"]
+    assert ddrm_nfe and all(n % 4 == 0 and n > 4 for n in ddrm_nfe), ddrm_nfe
     assert {r["nfe"] for r in result.rows if r["method"] == "fbcnn"} == {1.0}
     assert all(r["seconds"] > 0 for r in result.rows if r["method"] != "jpeg")
     # summary: one table per metric, columns data set x QF, means equal to the single runs'

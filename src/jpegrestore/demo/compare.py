@@ -1,6 +1,6 @@
 """The demo's restore logic, without any web framework: methods built once from the command line, an input read
 (a real JPEG, restored with its own tables) or compressed (a clean image, with the exact JPEG operator), every
-chosen method run through ``jpegrestore restore``'s own :func:`jpegrestore.cli.restore_file`, and the 8-bit
+chosen method run through ``jpegrestore restore``'s own :func:`jpegrestore.evaluation.files.restore_file`, and the 8-bit
 PNGs it writes scored against the clean image as the evaluation scores them.
 
 Methods are named by a :class:`MethodSpec` (``kind``, ``source``) and built by ``BUILDERS[kind]``, the same
@@ -50,19 +50,17 @@ class BuildOptions:
     outside_range: str = "warn"
 
 
-def _takes_options(ckpt: str) -> bool:
-    """True when a checkpoint names its own evaluation method (which takes a ``seed``; plain networks take none)."""
-    from jpegrestore.tasks.checkpoint import checkpoint_metadata, read_checkpoint
-
-    return bool(checkpoint_metadata(read_checkpoint(ckpt), ckpt).get("evaluation_method"))
-
-
 def build_checkpoint(spec: MethodSpec, options: BuildOptions, seed: int, cache: dict[str, Any]) -> Any:
-    """``jpegrestore restore --ckpt SOURCE [--seed SEED]``'s method (the seed only for checkpoints that take it)."""
+    """``jpegrestore restore --ckpt SOURCE [--seed SEED]``'s method (the seed only for checkpoints that name their own
+    evaluation method; plain networks take none). The file is read once and reused for every build."""
+    from jpegrestore.checkpoints import Checkpoint
     from jpegrestore.evaluation.methods import checkpoint_method
 
-    seeded = cache.setdefault("takes_seed", _takes_options(spec.source))
-    return checkpoint_method(spec.source, device=options.device, tile=options.tile or None,
+    if "checkpoint" not in cache:
+        cache["checkpoint"] = Checkpoint.read(spec.source)
+    checkpoint = cache["checkpoint"]
+    seeded = bool(checkpoint.meta.get("evaluation_method"))
+    return checkpoint_method(checkpoint, device=options.device, tile=options.tile or None,
                              tile_overlap=options.tile_overlap, outside_range=options.outside_range,
                              seed=seed if seeded else None)
 
@@ -99,7 +97,7 @@ class MethodBank:
     """
 
     def __init__(self, specs: Sequence[MethodSpec], options: BuildOptions = BuildOptions()) -> None:
-        from jpegrestore.evaluation.tiling import check_tiling
+        from jpegrestore.tiling import check_tiling
 
         if not specs:
             raise ValueError("no method given: pass --ckpt PATH (repeatable) and/or --prior PATH")
@@ -291,7 +289,7 @@ def run_method(bank: MethodBank, label: str, prepared: PreparedInput, workdir: P
                seed: int = 0, project: bool = False) -> MethodResult:
     """Restore ``prepared`` with the method ``label`` exactly as ``jpegrestore restore IN -o OUT [--project]
     [--samples N --std-map --seed SEED]`` does (``samples``/``seed`` apply to stochastic methods only)."""
-    from jpegrestore.cli import restore_file, sample_paths
+    from jpegrestore.evaluation.files import restore_file, sample_paths
     from jpegrestore.evaluation.methods import resolve_device
     from jpegrestore.metrics import quantize_8bit, sample_std
 

@@ -7,9 +7,8 @@
 from jpegrestore.evaluation.methods import (
     CheckpointMethod, JPEGDecode, NetworkMethod, RestorationMethod, build_method, resolve_device,
 )
-from jpegrestore.evaluation.runner import (
-    DEFAULT_METRICS, DEFAULT_QUALITIES, EvaluationResult, Evaluator, eval_source, evaluate_config,
-)
+from jpegrestore.evaluation.config import evaluate_config
+from jpegrestore.evaluation.runner import DEFAULT_METRICS, DEFAULT_QUALITIES, EvaluationResult, Evaluator, eval_source
 from jpegrestore.tiling import restore_tiled
 
 __all__ = [

@@ -7,7 +7,7 @@ quality, or a fixed override), networks published per quality (SwinIR's JPEG mod
 each JPEG goes to the network of the nearest QF), grayscale networks on the luma of colour JPEGs (the JPEG's chroma
 put back),
 colour networks on grayscale JPEGs (the luma of their output), symmetric padding of the input to the network's
-window or stride multiple, and tiling of large images in the coefficient domain (``evaluation.tiling``).
+window or stride multiple, and tiling of large images in the coefficient domain (``jpegrestore.tiling``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from jpegrestore import jpeg
 from jpegrestore.evaluation.methods import resolve_device
-from jpegrestore.evaluation.tiling import restore_tiled, needs_tiling
+from jpegrestore.tiling import needs_tiling, restore_tiled
 from jpegrestore.metrics import quantize_8bit
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from jpegrestore.evaluation import plots
-from jpegrestore.evaluation.runner import EvaluationResult, evaluate_config
+from jpegrestore.evaluation.config import evaluate_config
+from jpegrestore.evaluation.runner import EvaluationResult
 
 SWEEP_CSV = "sweep.csv"
 
