@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv train test test-slow bench evaluate sweep-qf clean
+.PHONY: venv train test test-slow bench gpu-check evaluate sweep-qf clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,15 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/jpeg_op.py
 
-# make evaluate CKPT=logs/.../last.ckpt  (plain JPEG when CKPT is empty)
+# GPU acceptance check (every recipe, inference timings, JPEG op on the GPU); make gpu-check ARGS="--out DIR"
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(ARGS)
+
+# make evaluate CKPT=logs/<task>/runs/<run>/checkpoints/last.ckpt  (plain JPEG when CKPT is empty)
 evaluate: $(STAMP)
 	$(PY) evaluate.py $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
 
-# make sweep-qf CKPT=... DATA=/path/to/images  (qualities 5..95; plain JPEG when CKPT is empty)
+# make sweep-qf CKPT=<ckpt> DATA=/path/to/images  (qualities 5..95; plain JPEG when CKPT is empty)
 sweep-qf: $(STAMP)
 	$(PY) scripts/sweep_qf.py $(if $(CKPT),ckpt=$(CKPT)) $(if $(DATA),data.source=$(DATA)) $(ARGS)
 

@@ -15,12 +15,20 @@ POSTERIOR_TINY = [o if not o.startswith("model/network=") else "model/network=po
 TINY_CRITIC = ["model.discriminator.base_channels=4", "model.discriminator.stages=3", "model.draws=2"]
 
 
-def write_random_vgg19(path: Path) -> Path:
-    """A randomly initialised VGG19 ``features`` state dict in torchvision's key layout (no download)."""
+def write_random_vgg19(path: Path, he_init: bool = False) -> Path:
+    """A randomly initialised VGG19 ``features`` state dict in torchvision's key layout (no download).
+
+    ``he_init``: He-normal convolutions, so that deep features keep the input's scale (PyTorch's default init
+    shrinks them ~2.4x per layer: conv5_4 features of ~1e-8, a perceptual loss of ~1e-16)."""
     from torchvision.models.vgg import cfgs, make_layers
 
     torch.manual_seed(0)
-    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["E"]).state_dict().items()}, path)
+    features = make_layers(cfgs["E"])
+    if he_init:
+        for layer in features:
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
     return path
 
 

@@ -117,10 +117,19 @@ def test_gan_gradients_reach_generator_and_discriminator(model, files):
     generator.eval()
 
 
-def test_saved_lora_loads_into_fresh_diffusers_models(model, files, tmp_path):
+@pytest.mark.parametrize("rank, alpha", [(2, 2.0), (16, 8.0)])
+def test_saved_lora_loads_into_fresh_diffusers_models(model, files, tmp_path, rank, alpha):
+    """At rank 2 / alpha 2 (scale 1) and at the paper's rank 16 / alpha 8 (scale 0.5, where recording alpha
+    wrongly would change the strength at which diffusers applies the LoRA)."""
+    import json
+
     from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    if (rank, alpha) != (model.lora_rank, model.lora_alpha):
+        torch.manual_seed(0)
+        model = CODiff(str(files["sd"]), cave_checkpoint=str(files["cave"]), lora_rank=rank, lora_alpha=alpha).eval()
     _perturb_lora_b(model, seed=3)
     with torch.no_grad():
         model.unet.conv_in.base_layer.bias.add_(0.1)  # conv_in's base weight is trained too
@@ -145,6 +154,10 @@ def test_saved_lora_loads_into_fresh_diffusers_models(model, files, tmp_path):
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(theirs_latent, ours_latent, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(extra["proj.weight"], model.proj.weight.detach())
+    for name, prefix in ((UNET_LORA_FILE, "unet."), (VAE_LORA_FILE, "")):
+        with safe_open(out / name, "pt") as f:
+            config = json.loads(f.metadata()["lora_adapter_metadata"])
+        assert (config[f"{prefix}r"], config[f"{prefix}lora_alpha"]) == (rank, alpha), name
 
 
 def test_discriminator_expectation_over_t_draws_noised_timesteps(files):

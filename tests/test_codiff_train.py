@@ -130,3 +130,103 @@ def test_stage2_experiment_has_the_paper_hyperparameters(tmp_path):
     assert discriminator["timestep"] == 199 and discriminator["condition_tokens"] == 77
     assert (cfg.data.batch_size, cfg.model.train_crop, cfg.data.crop_size) == (32, 256, 264)
     assert cfg.trainer.max_steps == 200_000 and cfg.ddp_find_unused_parameters is True
+
+
+@pytest.fixture(scope="module")
+def task(inputs):
+    """The stage-2 task of the tiny experiment (paper weights: L2 1, DISTS 1, GAN 5e-3), not trained."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train(inputs)
+    return cfg.model, instantiate(cfg.model)
+
+
+def test_generator_total_is_eq7_with_the_configured_weights(task):
+    """l2_weight * MSE + dists_weight * DISTS + gan_weight * softplus(-D(z)), each term recomputed here with the
+    config's weights. MSE and the GAN term differ by far more than the tolerance, so swapping their weights
+    (or dropping a term) changes the total."""
+    import torch.nn.functional as F
+
+    cfg, model = task
+    g = torch.Generator().manual_seed(0)
+    restored, target = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    latent = torch.randn(2, 4, 8, 8, generator=g)
+    with torch.no_grad():
+        terms = model.generator_loss(restored, target, latent, torch.Generator().manual_seed(1))
+        mse = (restored - target).square().mean()
+        gan = F.softplus(-model.discriminator(latent, torch.Generator().manual_seed(1))).mean()
+        dists = model.dists_loss(restored, target).mean()
+    assert cfg.l2_weight != cfg.gan_weight
+    expected = cfg.l2_weight * mse + cfg.dists_weight * dists + cfg.gan_weight * gan
+    swapped = cfg.gan_weight * mse + cfg.dists_weight * dists + cfg.l2_weight * gan
+    assert abs(float(swapped - expected)) > 0.1 * float(expected)
+    assert min(float(cfg.gan_weight * gan), float(cfg.dists_weight * dists)) > 1e-3 * float(expected)
+    for name, value in [("l2", mse), ("gan", gan), ("dists", dists)]:
+        assert float(terms[name]) == pytest.approx(float(value), rel=1e-5), name
+    assert float(terms["total"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_training_step_sees_grids_shifted_at_the_configured_rate(task, inputs):
+    """The crops the training step feeds the generator (72 px compressed crops cut to 64): shifted at the
+    configured rate (0.5) over 200 draws to offsets covering 0..8 on both axes; never with shift_prob=0."""
+    from hydra.utils import instantiate
+
+    from codiff_helpers import assert_grid_shifts_follow, crops_seen_by_training_step
+
+    cfg, model = task
+    offsets, shape = crops_seen_by_training_step(model, "forward_with_latent", size=72)
+    assert shape == (64, 64) and cfg.shift_prob == 0.5
+    assert_grid_shifts_follow(offsets, cfg.shift_prob, margin=8)
+    never = instantiate(compose_train([*inputs, "model.shift_prob=0", "model.dists_weight=0"]).model)
+    offsets, _ = crops_seen_by_training_step(never, "forward_with_latent", size=72, batches=5)
+    assert_grid_shifts_follow(offsets, 0.0, margin=8)
+
+
+def test_accumulated_gradient_equals_the_full_batch_gradient(inputs):
+    """accumulate_grad_batches=2 over two micro-batches of 2 gives, at the optimizer step, the gradients of one
+    batch of 4 (every loss term is a mean over the batch), for the generator and the discriminator. Gradient
+    clipping is off so that it cannot hide a wrong scale; crops are taken as they are (no random offsets). DISTS
+    is off: on the random VGG16 its features are tiny against its stabilising constants, which makes its
+    gradient depend on float32 rounding (7e-4 relative between batch shapes); L2 and GAN terms remain."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+    from torch.utils.data import DataLoader
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(4, 3, 64, 64, generator=g)
+    lq = (target + 0.1 * torch.randn(4, 3, 64, 64, generator=g)).clamp(0, 1)
+    quality = torch.tensor([10, 30, 10, 30])
+
+    class Grads(pl.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            self.seen.append([p.grad.detach().clone() for p in params])
+
+    def gradients(accumulate: int, state: dict | None):
+        cfg = compose_train([*inputs, f"model.accumulate_grad_batches={accumulate}", "model.gradient_clip=null",
+                             "model.train_crop=null", "model.lora_dir=null", "model.dists_weight=0"])
+        model = instantiate(cfg.model)
+        if state is not None:
+            model.load_state_dict(state)
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        size = 4 // accumulate
+        batches = [{"input": lq[i:i + size], "target": target[i:i + size], "quality": quality[i:i + size]}
+                   for i in range(0, 4, size)]
+        grads = Grads()
+        trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                             callbacks=[grads])
+        trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
+        assert len(grads.seen) == 2  # one generator step, one discriminator step
+        return grads.seen, initial
+
+    accumulated, initial = gradients(2, None)
+    full, _ = gradients(1, initial)
+    for ours, reference in zip(accumulated, full):  # generator, discriminator
+        assert len(ours) == len(reference) > 0 and all(a.shape == b.shape for a, b in zip(ours, reference))
+        ours, reference = torch.cat([a.flatten() for a in ours]), torch.cat([b.flatten() for b in reference])
+        assert reference.norm() > 0
+        assert float((ours - reference).norm() / reference.norm()) < 1e-4  # float32 noise; a wrong scale gives ~1

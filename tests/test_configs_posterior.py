@@ -15,6 +15,10 @@ def test_posterior_gan_paper_defaults(tmp_path):
     assert data.crop_size == 128 and list(data.quality) == list(range(5, 51))
     assert model.optimizer.betas == [0.0, 0.99] and model.draws == 8
     assert cfg.ddp_find_unused_parameters is True
+    # "a conditional GAN [35] that takes Y as an input": the critic sees (image, JPEG) pairs
+    assert model.conditional_critic is True and model.discriminator.in_channels is None
+    # StyleGAN2-ADA's gamma = 2e-4 * 128^2 / 32 on [-1, 1] with a 1/2 factor is gamma / 8 on [0, 1] without it
+    assert model.lambda_r1 == 2e-4 * 128**2 / 32 / 8
 
 
 def test_posterior_mmse_is_the_same_generator_without_noise(tmp_path):

@@ -161,3 +161,14 @@ def test_command_line_writer(tmp_path, capsys):
     assert "wrote 2 shards" in capsys.readouterr().out
     source = ShardedSource(str(tmp_path / "out"))
     assert sum(source.rows(path) for path in source.files) == 3
+
+
+def test_shard_order_is_drawn_anew_each_epoch_and_pass(shards):
+    """Each epoch (and each further pass within one) reads every shard, in an order drawn from (seed, epoch,
+    pass): the same again for the same epoch, different from one epoch to the next."""
+    out, count = shards
+    orders = [tuple(_dataset(out, 1, epoch=epoch).shards_for(0)) for epoch in range(4)]
+    assert all(sorted(order) == sorted(orders[0]) and len(order) == count for order in orders)
+    assert tuple(_dataset(out, 1, epoch=2).shards_for(0)) == orders[2]
+    assert all(a != b for a, b in zip(orders, orders[1:]))  # 24 possible orders; with this seed all 4 differ
+    assert tuple(_dataset(out, 1, epoch=0).shards_for(1)) != orders[0]

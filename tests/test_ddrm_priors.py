@@ -220,6 +220,25 @@ def test_tiny_guided_diffusion_round_trip_through_load_prior(tmp_path: Path) -> 
         prior = load_prior(path)
         torch.testing.assert_close(prior.eps_model(x, t), expected)
     assert expected.shape == (2, 6, 24, 40)
+
+
+def test_the_papers_prior_is_looked_up_by_name_like_every_weight_file(tmp_path: Path, monkeypatch) -> None:
+    """``load_prior("guided_diffusion")`` finds 256x256_diffusion_uncond.pt in $JPEGRESTORE_WEIGHTS (as listed by
+    ``jpegrestore weights``); without it the error names the file."""
+    from jpegrestore.nn.guided_diffusion import save_guided_diffusion
+    from jpegrestore.weights import MissingWeightsError
+
+    monkeypatch.setenv("JPEGRESTORE_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(MissingWeightsError, match="256x256_diffusion_uncond.pt"):
+        load_prior("guided_diffusion")
+    model = _tiny_guided()
+    save_guided_diffusion(model, tmp_path / "256x256_diffusion_uncond.pt")
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([10])
+    for name in ("guided_diffusion", "256x256_diffusion_uncond.pt"):
+        prior = load_prior(name)
+        with torch.no_grad():
+            torch.testing.assert_close(prior.eps_model(x, t), model(x, t))
     assert (prior.channels, prior.size_multiple, prior.image_size) == (3, 2, 32)  # its training size
     torch.testing.assert_close(prior.alphas_cumprod, _hand_alphas_cumprod(), rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="divisible by 2"):

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from jpegrestore import jpeg
-from jpeg_helpers import photo, pillow_decode, pillow_jpeg, psnr_uint8, to_tensor, to_uint8
+from jpeg_helpers import (photo, pillow_decode, pillow_jpeg, psnr_uint8, reference_float_decode,
+                          reference_float_encode, to_tensor, to_uint8)
 
 LAYOUTS = ["4:2:0", "4:2:2", "4:4:4", "gray"]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _file(tmp_path, layout: str, height: int, width: int, quality: int) -> tuple[np.ndarray, "jpeg.Coefficients"]:
@@ -79,6 +81,44 @@ def test_box_average_and_nearest_upsampling_by_hand():
     assert torch.allclose(c.y[..., 1:, :].abs().amax(), torch.tensor(0.0), atol=1e-3)
     assert c.cb.shape == (1, 1, 1, 8, 8)
     assert torch.allclose(jpeg.float_decode(c), rgb, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_chroma_is_the_2x2_average_by_hand_on_a_non_flat_image(device):
+    """Red only at the top-left pixel of every 2x2 group (green = blue = 0), tables of ones, no rounding.
+    Averaging each 2x2 group gives R = 255/4 everywhere, so chroma is flat and by T.871 its DC is
+    8 (Cb - 128) = -8 * 0.168736 * 63.75 and 8 (Cr - 128) = 8 * 0.5 * 63.75 = 255, with no AC; keeping the
+    top-left pixel instead would give four times these. Luma keeps every pixel: its blocks are not flat."""
+    rgb = torch.zeros(1, 3, 16, 16, dtype=torch.float64, device=device)
+    rgb[:, 0, ::2, ::2] = 1.0
+    c = jpeg.float_encode(rgb, quality=100, subsampling="4:2:0", quantize=False).to(torch.device("cpu"))
+    assert c.cb.shape == c.cr.shape == (1, 1, 1, 8, 8)
+    assert c.cb[0, 0, 0, 0, 0].item() == pytest.approx(-8 * 0.168736 * 63.75, abs=1e-3)
+    assert c.cr[0, 0, 0, 0, 0].item() == pytest.approx(255.0, abs=1e-3)
+    assert c.cb.flatten()[1:].abs().max() < 1e-6 and c.cr.flatten()[1:].abs().max() < 1e-6  # no chroma AC
+    assert c.y[..., 0, 0].flatten().tolist() == pytest.approx([8 * (0.299 * 63.75 - 128)] * 4, abs=1e-3)
+    assert c.y[..., 1:, 1:].abs().max() > 10  # the luma of the pattern is far from flat
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_encode_and_decode_equal_a_second_implementation(layout, device):
+    """Against numpy/scipy written from T.871 (tests/jpeg_helpers.py), on random non-flat images with a different
+    table per image: the unquantized coefficients, and the decode of random coefficients."""
+    g = torch.Generator().manual_seed(7)
+    channels, subsampling = (1, "4:4:4") if layout == "gray" else (3, layout)
+    x = torch.rand(2, channels, 16, 32, generator=g, dtype=torch.float64)
+    quality = torch.tensor([10, 75], device=device)
+    c = jpeg.float_encode(x.to(device), quality=quality, subsampling=subsampling, quantize=False)
+    ref = reference_float_encode(x, c.qt, subsampling)
+    for ours, theirs in zip(c.components(), ref):
+        assert ours.shape == theirs.shape
+        assert np.allclose(ours.cpu().numpy(), theirs, atol=1e-3)
+    rounded = jpeg.float_encode(x, quality=quality.cpu(), subsampling=subsampling)
+    noisy = [a + torch.randint(-3, 4, a.shape, generator=g) for a in rounded.components()]
+    coeffs = jpeg.Coefficients(noisy[0], *(noisy[1:] or [None, None]), rounded.qt, subsampling, (16, 32))
+    decoded = jpeg.float_decode(coeffs.to(device)).cpu().numpy()
+    assert np.allclose(decoded, reference_float_decode(noisy, c.qt, subsampling), atol=1e-5)
 
 
 @pytest.mark.parametrize("layout, floor", [("4:2:0", 42.0), ("4:4:4", 50.0), ("gray", 60.0)])

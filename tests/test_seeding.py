@@ -29,3 +29,11 @@ def test_generator_repeats_its_draws_whatever_the_global_rng_did():
     assert torch.equal(first, torch.randn(5, generator=keyed_generator(3, 0, 1)))
     assert not torch.equal(first, torch.randn(5, generator=keyed_generator(3, 0, 2)))
     assert keyed_generator(1).device == torch.device("cpu")
+
+
+def test_str_keys_are_their_blake2b_digest_as_an_int64():
+    digest = hashlib.blake2b("img0.png@q10".encode(), digest_size=8, person=b"jpegrestore-key").digest()
+    as_int = int.from_bytes(digest, "little", signed=True)
+    assert keyed_seed(3, "img0.png@q10", 1) == keyed_seed(3, as_int, 1)
+    assert keyed_seed(3, "img0.png@q10") != keyed_seed(3, "img0.png@q20")
+    assert keyed_seed("a", "b") != keyed_seed("ab") != keyed_seed("b", "a")

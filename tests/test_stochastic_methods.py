@@ -1,5 +1,5 @@
-"""The optional parts of the method protocol: extra columns, per-pixel std over draws, FID on one draw, checkpoint
-dispatch to a recipe's own method, and `jpegrestore restore --samples`."""
+"""The optional parts of the method protocol: extra columns, per-pixel std over draws, FID on the scored images,
+checkpoint dispatch to a recipe's own method, and `jpegrestore restore --samples`."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ class _FIDSpy:
     def __init__(self) -> None:
         self.fakes: list[torch.Tensor] = []
 
-    def update(self, pred, target):
-        self.fakes.append(pred.clone())
+    def update_fid(self, target, restored):
+        self.fakes.append(restored.clone())
 
     def reset(self):
         pass
@@ -39,7 +39,7 @@ class _FIDSpy:
         return {"fid": 1.0}
 
 
-def test_evaluator_reports_sample_std_nfe_and_feeds_fid_one_draw(tmp_path):
+def test_evaluator_reports_sample_std_nfe_and_feeds_fid_the_scored_images(tmp_path):
     method = NoisyMethod(samples=3, sigma=0.1)
     evaluator = Evaluator(method, metrics=["psnr"], qualities=[10], device="cpu", comparisons=0, progress=False)
     evaluator.fid = {"noisy": _FIDSpy()}
@@ -54,9 +54,9 @@ def test_evaluator_reports_sample_std_nfe_and_feeds_fid_one_draw(tmp_path):
     assert row["sample_std"] == pytest.approx(expected_std, rel=1e-6)
     assert row["nfe"] == 9.0
     assert "sample_std" not in next(r for r in rows if r["method"] == "jpeg")
-    # FID sees the first draw, not the mean the table scores
-    assert torch.equal(evaluator.fid["noisy"].fakes[0], draws[0])
-    assert not torch.allclose(evaluator.fid["noisy"].fakes[0], images["restored"])
+    # FID sees what the table scores (here the mean of 3 draws), as one repeat
+    assert torch.equal(evaluator.fid["noisy"].fakes[0], images["restored"][None])
+    assert not torch.allclose(evaluator.fid["noisy"].fakes[0][0], draws[0])
 
 
 def test_summary_and_csv_carry_the_method_columns(tmp_path):

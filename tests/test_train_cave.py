@@ -180,3 +180,17 @@ def test_ddp_sim_ranks_agree(tmp_path) -> None:
     _assert_identical_ranks(tmp_path, 2, ("net.m_head.", "net.qf_pred.", "net.m_tail."))
     assert result.stdout.count("Held-out (val) PSNR") == 1
     assert checkpoint_recipe(tmp_path / "checkpoints" / "last.ckpt") == "cave"
+
+
+@pytest.mark.parametrize("shift_prob", [0.0, 0.5, 1.0])
+def test_training_step_sees_grids_shifted_at_the_configured_rate(shift_prob) -> None:
+    """The crops the training step feeds CaVE's encoder (40 px compressed crops cut to 32): at (0, 0) unless
+    shifted, shifted at the configured rate over 200 draws, to offsets covering 0..8 on both axes."""
+    from hydra.utils import instantiate
+
+    from codiff_helpers import assert_grid_shifts_follow, crops_seen_by_training_step
+
+    model = instantiate(compose_train([*CAVE_TINY, f"model.shift_prob={shift_prob}"]).model)
+    offsets, shape = crops_seen_by_training_step(model, "encode", size=40)
+    assert shape == (32, 32) and offsets.shape == (200, 2)
+    assert_grid_shifts_follow(offsets, shift_prob, margin=8)

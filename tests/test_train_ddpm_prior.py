@@ -32,7 +32,8 @@ def _overrides(out: Path, *extra: str) -> list[str]:
 def test_trains_validates_and_loads_as_a_prior(tmp_path: Path) -> None:
     metrics = run_train(_overrides(tmp_path), tmp_path)
     assert {"train/loss", "val/loss", "val/loss_t20", "val/loss_t400"} <= set(metrics)
-    assert 0 < metrics["val/loss"] < 10
+    # val/loss is the mean over the validation timesteps of each one's loss
+    assert metrics["val/loss"] == pytest.approx((metrics["val/loss_t20"] + metrics["val/loss_t400"]) / 2, rel=1e-6)
     last = tmp_path / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
     assert saved["jpegrestore"]["recipe"] == "ddpm_prior"
@@ -85,3 +86,18 @@ def test_results_line_without_per_quality_psnr() -> None:
 
     assert format_results({"val/loss": 0.25, "train/loss": 0.5}, 3) == "Validation after 3 steps: val/loss=0.25"
     assert format_results({"train/loss": 0.5}, 3) == "no validation metrics were logged"
+
+
+def test_validation_loss_of_a_zero_prediction_is_the_noise_variance(tmp_path: Path) -> None:
+    """A network that predicts eps = 0 scores E[noise^2] = 1 at every timestep: the validation loss is the mean
+    squared epsilon error per element (2 validation images of 3 x 32 x 32: a standard deviation of ~0.018)."""
+    cfg = compose_train(_overrides(tmp_path, "model.save_diffusers=null", "callbacks.ema=null"), tmp_path)
+    datamodule, model, trainer = build(cfg)
+    with torch.no_grad():
+        for parameter in model.net.conv_out.parameters():
+            parameter.zero_()
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for t in (20, 400):
+        assert metrics[f"val/loss_t{t}"] == pytest.approx(1.0, abs=0.08), t
+    assert metrics["val/loss"] == pytest.approx((metrics["val/loss_t20"] + metrics["val/loss_t400"]) / 2, rel=1e-6)

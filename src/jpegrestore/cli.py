@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--project", action="store_true",
                          help="make each output consistent with its input's coefficients (jpeg.project)")
     restore.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    restore.add_argument("--precision", choices=("32", "bf16", "16"), default=None,
+                         help="the network in float32 (32, the default: exact), or under bf16 / fp16 autocast; the "
+                              "JPEG decoding and projection stay in float32")
     restore.add_argument("--samples", type=int, default=1, metavar="N",
                          help="stochastic methods: write N draws per file (<stem>_s0.png, ...)")
     restore.add_argument("--std-map", action="store_true",
@@ -172,7 +175,7 @@ def _build_method(args: argparse.Namespace):
             raise ValueError("--method ddrm_jpeg restores with a diffusion prior: pass --prior PATH, not --ckpt")
         seed = {} if args.seed is None else {"seed": args.seed}
         method = DDRMJPEGMethod(prior=args.prior, device=args.device, tile=args.tile or None,
-                                tile_overlap=args.tile_overlap, **seed)
+                                tile_overlap=args.tile_overlap, precision=args.precision or "32", **seed)
     elif args.prior is not None:
         raise ValueError("--prior is used by --method ddrm_jpeg; add --method ddrm_jpeg")
     elif args.ckpt is None:
@@ -181,8 +184,8 @@ def _build_method(args: argparse.Namespace):
     else:
         method = checkpoint_method(args.ckpt, device=args.device, tile=args.tile or None,
                                    tile_overlap=args.tile_overlap, outside_range=args.outside_range,
-                                   pretrained=args.pretrained, latent=args.latent, seed=args.seed,
-                                   color_fix=args.color_fix, quantization=args.quantization)
+                                   precision=args.precision, pretrained=args.pretrained, latent=args.latent,
+                                   seed=args.seed, color_fix=args.color_fix, quantization=args.quantization)
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.samples > 1 and not callable(getattr(method, "sample", None)):
@@ -216,6 +219,8 @@ def restore_file(method, source: Path, target: Path, project: bool, device, num_
         jpeg_image = jpeg.decode(coeffs, rounding="exact")
         if num_samples == 1:
             draws = method(coeffs, jpeg_image)[None]
+        elif getattr(method, "keyed_noise", False):  # seeds each file's draws itself: draw 0 is the 1-sample output
+            draws = method.sample(coeffs, jpeg_image, num_samples)
         else:
             generator = torch.Generator(device=jpeg_image.device).manual_seed(seed)
             draws = method.sample(coeffs, jpeg_image, num_samples, generator=generator)

@@ -74,7 +74,7 @@ REGISTRY: dict[str, WeightSpec] = {
         ),
         WeightSpec(
             "fid",
-            "metric: FID (pytorch-fid Inception, run inside torchmetrics' FID)",
+            "metric: FID (pytorch-fid Inception)",
             ("pt_inception-2015-12-05-6726825d.pth",),
             (
                 "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"

@@ -15,7 +15,6 @@ averaged back to one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -25,12 +24,12 @@ from torch import Tensor, nn
 
 from jpegrestore import jpeg
 from jpegrestore.checkpoints import Checkpoint, CheckpointSource, load_network
+from jpegrestore.evaluation.precision import network_autocast, precision_dtype
 from jpegrestore.nn.codiff.colorfix import adain_color_fix, authors_8bit_output
 from jpegrestore.nn.codiff.tiling import TileConfig, tiled_one_step
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"32": torch.float32, "16": torch.float16, "bf16": torch.bfloat16}
 #: how the output meets 8 bits: "float" (colour fix on the float output, rounded once where it is written or
 #: measured) or "authors" (truncated to 8 bits, colour fix on the levels, truncated again: their test script).
 QUANTIZATIONS = ("float", "authors")
@@ -66,7 +65,8 @@ class CODiffMethod:
         latent_tile, latent_overlap: UNet tiles in latent pixels (paper: 96, 32).
         encoder_tile, encoder_overlap: VAE-encoder tiles in image pixels (authors: 1024).
         decoder_tile, decoder_overlap: VAE-decoder tiles in latent pixels (authors: 224).
-        precision: "32", "16" or "bf16" autocast (the authors run fp16 on GPU); "32" is exact.
+        precision: "32", "16" or "bf16": the generator under autocast (the authors run fp16 on GPU), its frozen
+            CaVE and the colour fix in float32 (``evaluation.precision``); "32" is exact.
         network: an already built CODiff to use instead of ``ckpt`` (then ``pretrained`` is ignored); its
             ``latent`` / ``latent_seed`` are set to this method's ``latent`` / ``seed``.
     """
@@ -94,13 +94,12 @@ class CODiffMethod:
     ) -> None:
         from jpegrestore.evaluation.methods import resolve_device
 
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if latent not in ("mode", "sample"):
             raise ValueError(f"latent must be 'mode' or 'sample', got {latent!r}")
         if quantization is not None and quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {list(QUANTIZATIONS)} or None, got {quantization!r}")
         self.device = resolve_device(device)
+        self.dtype = precision_dtype(precision)
         if ckpt and (network is None or quantization is None):
             ckpt = Checkpoint.of(ckpt)  # read once: the network and the recorded options come from it
         if network is None:
@@ -118,14 +117,8 @@ class CODiffMethod:
             if quantization not in QUANTIZATIONS:
                 raise ValueError(f"{ckpt} records quantization {quantization!r}, not one of {list(QUANTIZATIONS)}")
         self.quantization = quantization
-        self.dtype = PRECISIONS[precision]
         self.tiles = TileConfig(latent_tile, latent_overlap, encoder_tile, encoder_overlap, decoder_tile,
                                 decoder_overlap, enabled=bool(tile))
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
 
     @torch.no_grad()
     def restore_rgb(self, image: Tensor) -> Tensor:
@@ -133,7 +126,7 @@ class CODiffMethod:
         net = self.network
         height, width = image.shape[-2:]
         padded = F.pad(image, (0, -width % 8, 0, -height % 8), mode="replicate")
-        with self._autocast():
+        with network_autocast(self.device, self.dtype):
             cond = net.condition(image)
             restored = tiled_one_step(
                 padded, net.encode_latent, lambda z: net.denoise_latent(z, cond), net.decode_latent, self.tiles

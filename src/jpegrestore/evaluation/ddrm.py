@@ -20,6 +20,7 @@ from torch import Tensor
 from jpegrestore import jpeg
 from jpegrestore.checkpoints import Checkpoint, CheckpointSource
 from jpegrestore.evaluation.methods import resolve_device
+from jpegrestore.evaluation.precision import AutocastModule, precision_dtype
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class DDRMJPEGMethod:
             "authors" (the authors' operator, and their simulated measurement in the evaluation: ``compression``).
         name: label in tables (None: "ddrm_jpeg").
         ckpt: accepted in place of ``prior`` (a checkpoint that names this method as its evaluation method).
+        precision: "32" (default), "bf16" or "16": the prior's network under autocast (``evaluation.precision``);
+            the sampler's updates and the JPEG operator stay in float32.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class DDRMJPEGMethod:
         eta_b: float = 0.4, seed: Optional[int] = 0, device: str | torch.device = "auto", tile: Optional[int] = None,
         tile_overlap: int = 32, project: bool = False, name: Optional[str] = None,
         ckpt: Optional[CheckpointSource] = None, operator: str = "float",
+        precision: str = "32",
     ) -> None:
         from jpegrestore.sampling import DDRMJPEG, OPERATORS, AuthorsCompression
 
@@ -65,6 +69,7 @@ class DDRMJPEGMethod:
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"method.samples must be a positive int, got {samples!r}")
         self.device = resolve_device(device)
+        self.dtype = precision_dtype(precision)
         if isinstance(prior, (str, Path, Checkpoint)):
             from jpegrestore.sampling.priors import load_prior
 
@@ -80,6 +85,8 @@ class DDRMJPEGMethod:
                                            tile=tile or None, tile_overlap=tile_overlap, operator=operator)
         self.operator = operator
         self.compression = AuthorsCompression() if operator == "authors" else None
+        if self.dtype != torch.float32:
+            self.sampler.eps_model = AutocastModule(self.sampler.eps_model, self.device, self.dtype)
         self.name = name or "ddrm_jpeg"
         self.samples = samples
         self.seed = 0 if seed is None else int(seed)

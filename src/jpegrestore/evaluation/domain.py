@@ -103,13 +103,14 @@ class DomainGuard:
                 warnings.warn(message, stacklevel=3)
         return [r is not None and self.policy == "skip" for r in reasons]
 
-    def __call__(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor) -> Tensor:
+    def __call__(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor, **options: Any) -> Tensor:
+        """The wrapped method's call (``options``, e.g. ``keys``, passed on) on the JPEGs the policy restores."""
         skip = self._check(coeffs)
         self._skipped_last = all(skip)
         if self._skipped_last:
             self.passed_through += len(skip)
             return jpeg_image
-        restored = self.method(coeffs, jpeg_image)
+        restored = self.method(coeffs, jpeg_image, **options)
         if any(skip):
             self.passed_through += sum(skip)
             keep = torch.tensor(skip, device=restored.device)[:, None, None, None]
@@ -123,11 +124,11 @@ class DomainGuard:
         return self._sample
 
     def _sample(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor, num_samples: int,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, **options: Any) -> Tensor:
         skip = self._check(coeffs)
         if all(skip):
             return jpeg_image[None].expand(num_samples, *jpeg_image.shape)
-        draws = self.method.sample(coeffs, jpeg_image, num_samples, generator=generator)
+        draws = self.method.sample(coeffs, jpeg_image, num_samples, generator=generator, **options)
         if any(skip):
             keep = torch.tensor(skip, device=draws.device)[None, :, None, None, None]
             draws = torch.where(keep, jpeg_image[None].to(draws), draws)

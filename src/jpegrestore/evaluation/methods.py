@@ -11,8 +11,15 @@ Optional parts of the protocol, read by the evaluation and ``jpegrestore restore
 - ``extras``: ``{column: Tensor[B]}`` set by each call, per-image values the evaluation reports beside the
   metrics (e.g. ``{"nfe": ...}`` network evaluations per image). Names must be in ``metrics.METRICS``.
 - ``last_samples``: Tensor [S, B, C, H, W] in [0, 1] set by each call of a stochastic method, the S draws
-  behind the returned image. The evaluation reports their per-pixel standard deviation (``sample_std``,
-  when S >= 2) and computes FID on the first draw (one sample per image), never on an average.
+  of the call (the returned image is one of them or the mean of the first ones). The evaluation reports their
+  per-pixel standard deviation (``sample_std``, when S >= 2).
+- ``fid_repeats``: K >= 1 (default 1). FID is computed on the images the table scores (the returned ones); with
+  K > 1 the evaluation reports the mean (``fid``) and standard deviation (``fid_std``) of K FIDs, FID k over
+  draw k of ``last_samples`` for every image (the paper's protocol for stochastic methods: one restoration per
+  image, repeated); ``last_samples`` then holds at least K draws and the returned image is draw 0.
+- ``keyed_noise = True``: the evaluation calls the method as ``method(coeffs, jpeg_image, keys=[...])`` with one
+  str per image (``"<image name>@q<quality>"``) that the method keys each image's noise with, so that an
+  image's draws do not depend on its batch.
 - ``sample(coeffs, jpeg_image, num_samples, generator=None) -> Tensor [S, B, C, H, W]`` in [0, 1]: S
   independent draws; ``jpegrestore restore --samples N`` writes each one.
 - ``compression``: None, or ``compression(images, quality) -> (coeffs, jpeg_image)`` with a ``description``
@@ -35,6 +42,7 @@ from torch import Tensor, nn
 
 from jpegrestore import jpeg
 from jpegrestore.checkpoints import Checkpoint, CheckpointSource, load_network
+from jpegrestore.evaluation.precision import network_autocast, precision_dtype
 from jpegrestore.tiling import restore_tiled
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,11 @@ def method_extras(method: object) -> dict[str, Tensor]:
     """The per-image ``extras`` columns of a method's last call ({} when it reports none)."""
     extras = getattr(method, "extras", None)
     return dict(extras) if extras else {}
+
+
+def method_fid_repeats(method: object) -> int:
+    """K of a method's ``fid_repeats`` (1 when it declares none)."""
+    return int(getattr(method, "fid_repeats", None) or 1)
 
 
 def method_samples(method: object) -> Tensor | None:
@@ -119,11 +132,13 @@ class NetworkMethod:
         device: where to run ("cpu", "cuda", "cuda:1", or "auto").
         tile: tile size in pixels (multiple of 16) above which images are tiled; None/0: never tile.
         tile_overlap: overlap of neighbouring tiles in pixels (a multiple of 16 recommended).
+        precision: "32" (default), "bf16" or "16": the network under autocast (``evaluation.precision``).
     """
 
     def __init__(self, network: nn.Module, name: str = "model", device: str | torch.device = "cpu",
-                 tile: int | None = 512, tile_overlap: int = 32) -> None:
+                 tile: int | None = 512, tile_overlap: int = 32, precision: str = "32") -> None:
         self.device = resolve_device(device)
+        self.dtype = precision_dtype(precision)
         self.network = network.to(self.device).eval()
         self.name = name
         self.tile = tile
@@ -131,7 +146,9 @@ class NetworkMethod:
         self.supported = supported_subsamplings(network)
 
     def _restore_tile(self, coeffs: jpeg.Coefficients) -> Tensor:
-        return self.network(coeffs).float()
+        with network_autocast(self.device, self.dtype):
+            restored = self.network(coeffs)
+        return restored.float()
 
     @torch.no_grad()
     def __call__(self, coeffs: jpeg.Coefficients, jpeg_image: Tensor) -> Tensor:
@@ -149,14 +166,15 @@ class CheckpointMethod(NetworkMethod):
     """The network stored in a jpegrestore checkpoint, rebuilt from the checkpoint alone (``load_network``)."""
 
     def __init__(self, ckpt: CheckpointSource | None = None, name: str | None = None,
-                 device: str | torch.device = "cpu", tile: int | None = 512, tile_overlap: int = 32) -> None:
+                 device: str | torch.device = "cpu", tile: int | None = 512, tile_overlap: int = 32,
+                 precision: str = "32") -> None:
         if not ckpt:
             raise ValueError("method=checkpoint needs a checkpoint: pass ckpt=PATH")
         checkpoint = Checkpoint.of(ckpt)
         network = load_network(checkpoint, map_location="cpu")
         label = name or checkpoint.recipe
         log.info("loaded %s (%s) from %s", type(network).__name__, label, ckpt)
-        super().__init__(network, label, device, tile, tile_overlap)
+        super().__init__(network, label, device, tile, tile_overlap, precision)
         self.ckpt = str(ckpt)
 
 
@@ -175,12 +193,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def checkpoint_method(
     ckpt: CheckpointSource | None = None, name: str | None = None, device: str | torch.device = "auto",
-    tile: int | None = 512, tile_overlap: int = 32, outside_range: str | None = None, **options: object,
+    tile: int | None = 512, tile_overlap: int = 32, outside_range: str | None = None, precision: str | None = None,
+    **options: object,
 ) -> RestorationMethod:
     """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``, e.g. CODiff's,
     which rebuilds its Stable Diffusion base), else :class:`CheckpointMethod`. ``options`` (e.g. ``samples=8,
     seed=0``, ``pretrained=DIR``; None values dropped) go to that class; a plain network checkpoint accepts none
-    (ValueError naming them).
+    (ValueError naming them). ``precision`` ("32" | "bf16" | "16") applies to every method; None leaves each method at
+    its default ("32"), and is not passed to a named class.
 
     When the checkpoint recorded the qualities and layouts it was trained on, JPEGs outside them are handled by
     ``outside_range`` ("warn" | "skip" | "run", see :mod:`jpegrestore.evaluation.domain`; None: what the checkpoint
@@ -204,11 +224,12 @@ def checkpoint_method(
                 f"{ckpt} holds a deterministic network ({meta.get('recipe', 'unknown')}); it takes no method "
                 f"options {sorted(options)}"
             )
-        method = CheckpointMethod(ckpt, name=name, device=device, tile=tile, tile_overlap=tile_overlap)
+        method = CheckpointMethod(ckpt, name=name, device=device, tile=tile, tile_overlap=tile_overlap,
+                                  precision=precision or "32")
     else:
         method = instantiate_object(
             {"_target_": target, "ckpt": ckpt, "name": name, "device": device, "tile": tile,
-             "tile_overlap": tile_overlap, **options}
+             "tile_overlap": tile_overlap, **({"precision": precision} if precision else {}), **options}
         )
     return guard(method, meta.get("trained_on"), outside_range)
 

@@ -26,7 +26,7 @@ from jpegrestore.evaluation import tables
 from jpegrestore.evaluation.grids import save_comparison
 from jpegrestore.metrics import METRICS, PROTOCOL_NOTE, PSNR_CEILING_DB, metric_label, quantize_8bit
 from jpegrestore.evaluation.methods import (
-    JPEGDecode, RestorationMethod, build_method, method_extras, method_samples, resolve_device,
+    JPEGDecode, RestorationMethod, build_method, method_extras, method_fid_repeats, method_samples, resolve_device,
 )
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class Evaluator:
 
     Args:
         method: a :class:`RestorationMethod` (``JPEGDecode`` alone reports the baseline only).
-        metrics: metric names for :class:`jpegrestore.metrics.MetricSuite` ("fid" is computed per quality).
+        metrics: metric names for :class:`jpegrestore.metrics.MetricSuite` ("fid" is computed per quality, on
+            the images the table scores; over K repeats, mean and std, for a method with ``fid_repeats`` K > 1).
         qualities: JPEG qualities.
         subsampling: chroma subsampling of the compression.
         device: where images, coefficients and metrics live.
@@ -156,8 +157,10 @@ class Evaluator:
         self.metric_names = names
         self.reported: set[str] = set()  # method-reported columns seen so far (extras, sample_std)
         self.suite = MetricSuite(per_image, **kwargs).to(self.device) if per_image else None
-        sides = [tables.JPEG] + ([] if self.baseline_only else [self.method_name])
-        self.fid = {s: MetricSuite(["fid"], **kwargs).to(self.device) for s in sides} if "fid" in names else {}
+        self.fid_repeats = 1 if self.baseline_only else method_fid_repeats(method)
+        repeats = {tables.JPEG: 1, **({} if self.baseline_only else {self.method_name: self.fid_repeats})}
+        self.fid = {side: MetricSuite(["fid"], fid_repeats=k, **kwargs).to(self.device)
+                    for side, k in repeats.items()} if "fid" in names else {}
         self.status = dict(self.suite.status if self.suite else {})
         if self.fid:
             self.status["fid"] = self.fid[tables.JPEG].status["fid"]
@@ -165,11 +168,12 @@ class Evaluator:
     # ------------------------------------------------------------------ one batch
 
     def _measure(self, side: str, pred: Tensor, target: Tensor, quality: int,
-                 fid_pred: Tensor | None = None) -> list[dict[str, float]]:
-        """Per-image metric rows of ``pred``; FID is fed ``fid_pred`` (one draw of a stochastic method) or ``pred``."""
+                 fid_repeats: Tensor | None = None) -> list[dict[str, float]]:
+        """Per-image metric rows of ``pred``; FID is fed ``pred``, or ``fid_repeats`` [K, B, C, H, W] (restoration k
+        of every image to repeat k) when the side repeats FID."""
         values = self.suite.per_image(pred, target, quality=quality) if self.suite else {}
         if side in self.fid and self.status.get("fid") == "ok":
-            self.fid[side].update(pred if fid_pred is None else fid_pred, target)
+            self.fid[side].update_fid(target, pred[None] if fid_repeats is None else fid_repeats)
         host = {k: v.detach().double().cpu().tolist() for k, v in values.items()}
         return [{k: host[k][i] for k in host} for i in range(pred.shape[0])]
 
@@ -195,16 +199,18 @@ class Evaluator:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        restored = quantize_8bit(self.method(coeffs, jpeg_image).to(self.device, torch.float32))
+        if getattr(self.method, "keyed_noise", False):  # each image's noise keyed by its name and quality
+            output = self.method(coeffs, jpeg_image, keys=[f"{name}@q{quality}" for name in names])
+        else:
+            output = self.method(coeffs, jpeg_image)
+        restored = quantize_8bit(output.to(self.device, torch.float32))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = (time.perf_counter() - start) / len(names)
         if restored.shape != target.shape:
             raise ValueError(f"method {self.method_name} returned {tuple(restored.shape)} for {tuple(target.shape)}")
         reported = self._method_reported(len(names))
-        samples = method_samples(self.method)
-        one_draw = None if samples is None else quantize_8bit(samples[0].to(self.device, torch.float32))
-        measured = self._measure(self.method_name, restored, target, quality, one_draw)
+        measured = self._measure(self.method_name, restored, target, quality, self._fid_draws())
         for i, (name, values) in enumerate(zip(names, measured)):
             extra = {k: v[i] for k, v in reported.items()}
             rows.append({"image": name, "quality": quality, "method": self.method_name, **values, **extra,
@@ -216,6 +222,18 @@ class Evaluator:
         if self.compression is not None:
             return self.compression.description
         return "jpeg.encode/decode, rounding=exact (identical to libjpeg-turbo)"
+
+    def _fid_draws(self) -> Tensor | None:
+        """The K restorations per image FID repeats over (draws 0..K-1 of ``last_samples``, 8-bit), or None (K = 1:
+        FID of the returned images)."""
+        if self.fid_repeats == 1:
+            return None
+        samples = method_samples(self.method)
+        if samples is None or samples.shape[0] < self.fid_repeats:
+            got = "no draws" if samples is None else f"{samples.shape[0]} draws"
+            raise ValueError(f"method {self.method_name} asks for {self.fid_repeats} FID repeats but its last call "
+                             f"kept {got} per image (last_samples)")
+        return quantize_8bit(samples[: self.fid_repeats].to(self.device, torch.float32))
 
     def _method_reported(self, batch: int) -> dict[str, list[float]]:
         """Columns the method reports for its last call: its ``extras`` and, from ``last_samples`` with S >= 2,
@@ -267,7 +285,7 @@ class Evaluator:
                 seen += len(names)
                 bar.update(len(names))
             for side, suite in self.fid.items():
-                set_metrics.setdefault(side, {})[quality] = suite.compute()["fid"]
+                set_metrics.setdefault(side, {})[quality] = suite.compute()
         bar.close()
         if not rows:
             raise ValueError(f"no usable images in {getattr(source, 'where', source)} ({len(skipped)} skipped)")
@@ -285,13 +303,21 @@ class Evaluator:
         available += [n for n in METHOD_REPORTED if n in self.reported]
         means = tables.means(rows, available)
         for side, per_quality in set_metrics.items():
-            for quality, value in per_quality.items():
-                if isinstance(value, float):
-                    means.setdefault(side, {}).setdefault(quality, {})["fid"] = value
+            for quality, values in per_quality.items():
+                for name in ("fid", "fid_std"):
+                    if isinstance(values.get(name), float):
+                        means.setdefault(side, {}).setdefault(quality, {})[name] = values[name]
         status = dict(self.status)
-        if "fid" in status and status["fid"] == "ok" and not any(
-                isinstance(v, float) for q in set_metrics.values() for v in q.values()):
-            status["fid"] = next(str(v) for q in set_metrics.values() for v in q.values())
+        fids = [values["fid"] for per_quality in set_metrics.values() for values in per_quality.values()]
+        if "fid" in status and status["fid"] == "ok" and not any(isinstance(v, float) for v in fids):
+            status["fid"] = next(str(v) for v in fids)
+        table_metrics = list(self.metric_names)
+        fid_note = []
+        if "fid" in self.metric_names and self.fid_repeats > 1:
+            table_metrics.insert(table_metrics.index("fid") + 1, "fid_std")
+            status.setdefault("fid_std", status["fid"])
+            fid_note = [f"FID of {self.method_name}: mean and std over {self.fid_repeats} repeats, each over one "
+                        "restoration per image (draw k of every image in repeat k)"]
         header = [
             f"method: {self.method_name}", *header,
             f"compression: {self._compression_description()}, {self.subsampling}",
@@ -299,17 +325,19 @@ class Evaluator:
             PROTOCOL_NOTE,
             *([f"rows at the PSNR ceiling of {PSNR_CEILING_DB:g} dB: {capped}"] if (capped := _capped(rows)) else []),
             *([f"skipped images: {len(skipped)}"] if skipped else []),
+            *fid_note,
         ]
         files = {"csv": out / "metrics.csv", "json": out / "metrics.json", "summary": out / "summary.md"}
         tables.write_csv(files["csv"], rows, available, self.y_convention)
         info = {
             "method": self.method_name, "qualities": self.qualities, "subsampling": self.subsampling,
             "y_convention": self.y_convention, "metric_status": status, "header": header, "skipped": skipped,
-            "metric_labels": {n: metric_label(n, self.y_convention) for n in self.metric_names},
+            "metric_labels": {n: metric_label(n, self.y_convention) for n in table_metrics},
+            "fid_repeats": self.fid_repeats,
         }
         tables.write_json(files["json"], info, rows, means)
         files["summary"].write_text(
-            tables.summary_markdown(means, self.metric_names + [n for n in METHOD_REPORTED if n in self.reported],
+            tables.summary_markdown(means, table_metrics + [n for n in METHOD_REPORTED if n in self.reported],
                                     status, self.y_convention, self.method_name, header)
         )
         return EvaluationResult(rows, means, status, self.method_name, files, skipped)

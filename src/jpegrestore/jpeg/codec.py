@@ -14,6 +14,7 @@ One pipeline runs in three arithmetics (:class:`_Arith`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import torch
@@ -37,7 +38,7 @@ def _int_floor_div(n: torch.Tensor, d: int) -> torch.Tensor:
     Exact: float32 holds these integers (< 2**24) and a correctly rounded quotient of two such
     integers never crosses an integer boundary.
     """
-    return torch.floor(n * (1.0 / d) if d & (d - 1) == 0 else n / d)
+    return (n * (1.0 / d) if d & (d - 1) == 0 else n / d).floor_()
 
 
 def _check_rounding(rounding: str) -> None:
@@ -149,8 +150,8 @@ def _sample_planes(images: torch.Tensor, a: _Arith) -> list[torch.Tensor]:
     """[B, C, H, W] in [0, 1] -> C planes [B, H, W] of 8-bit samples (Y, Cb, Cr or gray)."""
     s = images.to(_work_dtype(images)) * 255
     if a.integer:  # integer values held in float32 (exact, see _int_floor_div)
-        s = torch.floor(s.float().clamp(0, 255) + 0.5)
-        ycc = colour.rgb_to_ycbcr_fixed(s) if s.shape[1] == 3 else s
+        s = s.float().clamp_(0, 255).add_(0.5).floor_()
+        return colour.rgb_to_ycbcr_planes(list(s.unbind(1))) if s.shape[1] == 3 else [s[:, 0]]
     else:
         s = a.clamp255(a.round(s))
         ycc = a.clamp255(a.round(colour.rgb_to_ycbcr(s))) if s.shape[1] == 3 else s
@@ -195,15 +196,30 @@ def _dummy_blocks(y: torch.Tensor, size: tuple[int, int], subsampling: str) -> t
     return torch.where(real[None, :, :, None, None], y, dummy)
 
 
-def _quantize(plane: torch.Tensor, q: torch.Tensor, a: _Arith) -> torch.Tensor:
-    """[B, H, W] samples, q [B, 1, 1, 8, 8] -> quantized coefficients [B, H/8, W/8, 8, 8]."""
-    blocks = dct.image_to_blocks(plane)
-    if a.integer:
-        x = dct.fdct_islow(blocks - 128).float()  # 8x the orthonormal DCT, |x| < 2**15
-        q8 = q.float() * 8
-        # libjpeg: sign(x) * ((|x| + 4q) // 8q), exact in float32 (see _int_floor_div).
-        return torch.sign(x) * torch.floor((x.abs() + q8 / 2) / q8)
-    return a.quantize(dct.block_dct(blocks - 128) / q)
+def _per_block(plane: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A plane [B, H, W] as [B, H/8, 8, W/8, 8] and a table [B, 8, 8] as [B, 1, 8, 1, 8]: combined element-wise,
+    every block meets the table."""
+    b, h, w = plane.shape
+    return plane.view(b, h // 8, 8, w // 8, 8), table[:, None, :, None, :]
+
+
+def _quantize_islow(plane: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Integer-valued samples [B, H, W] (0..255, whole blocks), table q [B, 8, 8] -> libjpeg's quantized islow
+    coefficients in plane layout (float32 [B, H, W], each block in place)."""
+    x = dct.fdct_islow_plane(plane - 128).float()  # 8x the orthonormal DCT, |x| < 2**15
+    xb, q8 = _per_block(x, q.float() * 8)
+    # libjpeg: sign(x) * ((|x| + 4q) // 8q), exact in float32 (see _int_floor_div).
+    out = xb.abs().add_(q8 / 2).div_(q8).floor_()
+    return out.copysign_(xb).view(x.shape)
+
+
+def _samples_islow(coefficients: torch.Tensor, q: torch.Tensor, float32_product: bool = False) -> torch.Tensor:
+    """Integer-valued quantized coefficients in plane layout [B, H, W], table q [B, 8, 8] -> libjpeg's islow
+    samples, float32 [B, H, W] in 0..255. The product is taken in float64 (exact for any 16-bit values), or in
+    float32 when the caller knows it stays below 2**24."""
+    dtype = torch.float32 if float32_product else torch.float64
+    cb, qb = _per_block(coefficients.to(dtype), q.to(dtype))
+    return dct.idct_islow_plane((cb * qb).view(coefficients.shape)).float()
 
 
 def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
@@ -215,19 +231,21 @@ def _unquantized(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _A
     out = []
     for i, p in enumerate(planes):
         q = qt[:, i, None, None]
-        blocks = dct.image_to_blocks(p)
         if a.integer:
-            out.append(dct.fdct_islow(blocks - 128).to(q.dtype) / (q * 8))
+            out.append(dct.image_to_blocks(dct.fdct_islow_plane(p - 128)).to(q.dtype) / (q * 8))
         else:
-            out.append(dct.block_dct(blocks - 128) / q.to(blocks.dtype))
+            out.append(dct.block_dct(dct.image_to_blocks(p) - 128) / q.to(p.dtype))
     return out
 
 
 def _encode(images: torch.Tensor, qt: torch.Tensor, subsampling: str, a: _Arith) -> list[torch.Tensor]:
     size = tuple(images.shape[-2:])
     planes = _component_planes(_sample_planes(images, a), subsampling, a)
-    comps = [_quantize(p, qt[:, i, None, None].to(p.dtype if not a.integer else qt.dtype), a)
-             for i, p in enumerate(planes)]
+    if a.integer:
+        comps = [dct.image_to_blocks(_quantize_islow(p, qt[:, i])).contiguous() for i, p in enumerate(planes)]
+    else:
+        comps = [a.quantize(dct.block_dct(dct.image_to_blocks(p) - 128) / qt[:, i, None, None].to(p.dtype))
+                 for i, p in enumerate(planes)]
     if len(comps) == 3:
         comps[0] = _dummy_blocks(comps[0], size, subsampling)
     return comps
@@ -280,27 +298,40 @@ def encode(
 
 def _decode(coeffs: Coefficients, a: _Arith, dtype: torch.dtype) -> torch.Tensor:
     """Coefficients -> samples [B, C, H, W] in 0..255 (integer-valued float32, or float)."""
-    height, width = coeffs.size
     planes = []
     for i, c in enumerate(coeffs.components()):
-        q = coeffs.qt[:, i, None, None]
         if a.integer:
             c = c.round() if c.is_floating_point() else c
-            samples = dct.idct_islow(c.double() * q.double())
+            planes.append(_samples_islow(dct.blocks_to_plane(c), coeffs.qt[:, i]))
         else:
+            q = coeffs.qt[:, i, None, None]
             samples = a.clamp255(a.round(dct.block_idct(c.to(dtype) * q.to(dtype)) + 128))
-        planes.append(dct.blocks_to_plane(samples))
+            planes.append(dct.blocks_to_plane(samples))
+    return _assemble(planes, coeffs.size, coeffs.subsampling, a)
+
+
+def _round_trip_islow(images: torch.Tensor, qt: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """``_decode(_encode(images))`` in integer arithmetic without the block layout in between (dummy blocks,
+    which the decode crops away, are skipped). -> float32 [B, C, H, W], integers 0..255."""
+    planes = _component_planes(_sample_planes(images, _INTEGER), subsampling, _INTEGER)
+    # |coefficient * q| <= |x| / 8 + q / 2 < 2**12 + 2**15: exact in float32.
+    samples = [_samples_islow(_quantize_islow(p, qt[:, i]), qt[:, i], float32_product=True)
+               for i, p in enumerate(planes)]
+    return _assemble(samples, tuple(images.shape[-2:]), subsampling, _INTEGER)
+
+
+def _assemble(planes: list[torch.Tensor], size: tuple[int, int], subsampling: str, a: _Arith) -> torch.Tensor:
+    """Decoded component planes (whole MCUs) -> samples [B, C, H, W] in 0..255: crop, upsample chroma, to RGB."""
+    height, width = size
     y = planes[0][:, :height, :width]
     if len(planes) == 1:
         return y[:, None]
-    h, v = sampling.check_subsampling(coeffs.subsampling)
-    chroma = [
-        sampling.upsample_fancy(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v, a.floor_div)[:, :height, :width]
-        for p in planes[1:]
-    ]
-    ycc = torch.stack([y, *chroma], 1)
+    h, v = sampling.check_subsampling(subsampling)
+    upsample = sampling.upsample_fancy_exact if a.integer else partial(sampling.upsample_fancy, floor_div=a.floor_div)
+    chroma = [upsample(p[:, :_ceil_div(height, v), :_ceil_div(width, h)], h, v)[:, :height, :width] for p in planes[1:]]
     if a.integer:
-        return colour.ycbcr_to_rgb_fixed(ycc)
+        return colour.ycbcr_to_rgb_planes(y, *chroma)
+    ycc = torch.stack([y, *chroma], 1)
     return a.clamp255(a.round(colour.ycbcr_to_rgb(ycc)))
 
 
@@ -339,17 +370,41 @@ def decode(coeffs: Coefficients, rounding: str = "ste") -> torch.Tensor:
     return _with_surrogate(rounding, needs_grad, run, _straight_through) / 255
 
 
-def _chroma_resampling(chroma: torch.Tensor, subsampling: str) -> torch.Tensor:
-    """Linearized chroma path of a round trip: pad, average down, upsample, crop. [B, 2, H, W] -> same."""
-    height, width = chroma.shape[-2:]
+def _chroma_resampling_adjoint(grad: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """Adjoint of the linearized chroma path of a round trip, written out. [B, K, H, W] -> same.
+
+    The path: replicate to whole sampling groups, average each h x v group, keep ceil(W/h) columns, fancy
+    upsampling (separable [3/4, 1/4] filters, edges replicated; box for planes at most 2 wide), crop to H x W.
+    Its adjoint runs the transposed steps backwards.
+    """
+    height, width = grad.shape[-2:]
     h, v = sampling.check_subsampling(subsampling)
-    wp = _ceil_div(width, 8 * h) * 8 * h
-    out = []
-    for c in chroma.unbind(1):
-        c = sampling.downsample(sampling.pad_edge(c, _ceil_div(height, v) * v, wp), h, v, _true_div)
-        c = sampling.upsample_fancy(c[:, :, : _ceil_div(width, h)], h, v, _true_div)
-        out.append(c[:, :height, :width])
-    return torch.stack(out, 1)
+    hc, wc = _ceil_div(height, v), _ceil_div(width, h)
+    g = torch.nn.functional.pad(grad, (0, wc * h - width, 0, hc * v - height))  # crop^T
+    if wc <= 2:  # box upsampling^T: sum over each group
+        d = g.reshape(*g.shape[:-2], hc, v, wc, h).sum((-3, -1))
+    else:
+        d = _fancy_adjoint_1d(g, -1) if h == 2 else g
+        d = _fancy_adjoint_1d(d, -2) if v == 2 else d
+    up = (d * (1.0 / (h * v))).repeat_interleave(v, -2).repeat_interleave(h, -1)  # group average^T
+    if wc * h > width:  # edge replication^T: columns first, then rows (the reverse of the padding)
+        up[..., width - 1] += up[..., width:].sum(-1)
+    if hc * v > height:
+        up[..., height - 1, :] += up[..., height:, :].sum(-2)
+    return up[..., :height, :width]
+
+
+def _fancy_adjoint_1d(g: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transpose of the 1-D fancy filter along ``dim`` (-1 or -2): out[2i] = (3 x[i] + x[i-1]) / 4,
+    out[2i+1] = (3 x[i] + x[i+1]) / 4, edges replicated. [..., 2n, ...] -> [..., n, ...]."""
+    even, odd = (g[..., 0::2], g[..., 1::2]) if dim == -1 else (g[..., 0::2, :], g[..., 1::2, :])
+    n = even.shape[dim]
+    x = (even + odd).mul_(3)
+    x.narrow(dim, 1, n - 1).add_(odd.narrow(dim, 0, n - 1))  # x[i + 1] feeds out[2i + 1]
+    x.narrow(dim, n - 1, 1).add_(odd.narrow(dim, n - 1, 1))  # the replicated right edge
+    x.narrow(dim, 0, n - 1).add_(even.narrow(dim, 1, n - 1))  # x[i - 1] feeds out[2i]
+    x.narrow(dim, 0, 1).add_(even.narrow(dim, 0, 1))  # the replicated left edge
+    return x.mul_(0.25)
 
 
 def _round_trip_adjoint(grad: torch.Tensor, subsampling: str) -> torch.Tensor:
@@ -364,9 +419,7 @@ def _round_trip_adjoint(grad: torch.Tensor, subsampling: str) -> torch.Tensor:
     to_ycc, to_rgb = colour._RGB_TO_YCC, colour._YCC_TO_RGB
     # (YCbCr -> RGB)^T restricted to the chroma rows, then (RGB -> YCbCr)^T from the chroma rows.
     g_chroma = colour.mix_channels(grad, tuple(zip(*to_rgb))[1:])
-    with torch.enable_grad():
-        probe = torch.zeros_like(g_chroma, requires_grad=True)
-        (resampled,) = torch.autograd.grad(_chroma_resampling(probe, subsampling), probe, g_chroma)
+    resampled = _chroma_resampling_adjoint(g_chroma, subsampling)
     return grad + colour.mix_channels(resampled - g_chroma, tuple(zip(*to_ycc[1:])))
 
 
@@ -376,10 +429,7 @@ class _RoundTripSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, images, qt, subsampling):
         ctx.subsampling = subsampling
-        coeffs = _encode(images, qt, subsampling, _INTEGER)
-        cb, cr = (coeffs[1], coeffs[2]) if len(coeffs) == 3 else (None, None)
-        stored = Coefficients(coeffs[0], cb, cr, qt, subsampling, tuple(images.shape[-2:]))
-        return _decode(stored, _INTEGER, images.dtype).to(images.dtype) / 255
+        return _round_trip_islow(images, qt, subsampling).to(images.dtype) / 255
 
     @staticmethod
     @full_precision
@@ -403,11 +453,15 @@ def compress(
     backward pass; the gradient reaching ``images`` has the images' dtype. The same bits under any
     autocast / TF32 setting.
     """
-    if rounding != "ste" or not (torch.is_grad_enabled() and images.requires_grad):
+    _check_rounding(rounding)
+    needs_grad = torch.is_grad_enabled() and images.requires_grad
+    if rounding == "cubic":
         return decode(encode(images, quality, tables, subsampling, rounding), rounding)
     _check_images(images)
     sampling.check_subsampling(subsampling)
     qt = _resolve_tables(quality, tables, images.shape[0], images.shape[1], images.device)
     work = images.to(_work_dtype(images))
     stored = subsampling if images.shape[1] == 3 else "4:4:4"
-    return _RoundTripSTE.apply(work, qt, stored)
+    if rounding == "ste" and needs_grad:
+        return _RoundTripSTE.apply(work, qt, stored)
+    return _round_trip_islow(work.detach(), qt, stored).to(work.dtype) / 255

@@ -61,8 +61,7 @@ def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     return mix_channels(centred, _YCC_TO_RGB)
 
 
-# libjpeg's fixed-point colour conversion, evaluated in float32. Every product and partial sum is
-# an integer below 2**24, so float32 holds it exactly and the result equals libjpeg's bit for bit.
+# libjpeg's fixed-point colour conversion, evaluated in float32 (exact, see _fixed_sum below).
 _TO_YCC_FIXED = (
     (_FIX["0.29900"], _FIX["0.58700"], _FIX["0.11400"]),
     (-_FIX["0.16874"], -_FIX["0.33126"], _FIX["0.50000"]),
@@ -79,13 +78,47 @@ _TO_RGB_FIXED = (
 
 def rgb_to_ycbcr_fixed(rgb: torch.Tensor) -> torch.Tensor:
     """libjpeg's RGB -> YCbCr (jccolor.c). Integer-valued [B, 3, H, W] 0..255 -> float32 integers 0..255."""
-    s = mix_channels(rgb.float(), _TO_YCC_FIXED, _TO_YCC_OFFSET)
-    return torch.floor(s * (1.0 / (1 << _SCALE_BITS)))
+    return torch.stack(rgb_to_ycbcr_planes(list(rgb.float().unbind(1))), 1)
 
 
 def ycbcr_to_rgb_fixed(ycc: torch.Tensor) -> torch.Tensor:
     """libjpeg's YCbCr -> RGB (jdcolor.c), clamped. Integer-valued [B, 3, H, W] -> float32 integers 0..255."""
-    ycc = ycc.float()
-    centred = ycc - torch.tensor((0.0, 128.0, 128.0), device=ycc.device)[None, :, None, None]
-    chroma = mix_channels(centred, _TO_RGB_FIXED, (_ONE_HALF,) * 3)
-    return (ycc[:, :1] + torch.floor(chroma * (1.0 / (1 << _SCALE_BITS)))).clamp_(0, 255)
+    return ycbcr_to_rgb_planes(*ycc.float().unbind(1))
+
+
+# ---- The same conversions on separate planes, as the codec runs them -----------------------------
+# Weights and offsets are pre-scaled by 2**-16, so floor() of the sum is libjpeg's ">> 16". Exact in
+# float32: each product w * p is an integer below 2**24 (or an even one below 2**25) in units of
+# 2**-16, and the sum starts from the offset, which keeps every partial sum below 2**24 units in
+# magnitude (e.g. blue: -14.8M + 116130 * 0..255 stays within +-14.9M).
+_UNIT = 1.0 / (1 << _SCALE_BITS)
+
+
+def _fixed_sum(planes: list[torch.Tensor], weights: tuple, offset: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """floor((offset + sum_j weights[j] * planes[j]) / 2**16), float32 [B, H, W], one pass per term."""
+    acc = None
+    for w, p in zip(weights, planes):
+        if w == 0:
+            continue
+        if acc is None:
+            acc = torch.add(p.new_tensor(offset * _UNIT), p, alpha=w * _UNIT, out=out)
+        else:
+            acc.add_(p, alpha=w * _UNIT)
+    return acc.floor_()
+
+
+def rgb_to_ycbcr_planes(rgb: list[torch.Tensor]) -> list[torch.Tensor]:
+    """libjpeg's RGB -> YCbCr (jccolor.c) on planes: 3 integer-valued float32 [B, H, W] in 0..255 -> Y, Cb, Cr."""
+    return [_fixed_sum(rgb, row, off) for row, off in zip(_TO_YCC_FIXED, _TO_YCC_OFFSET)]
+
+
+# jdcolor.c centres chroma on 0 before its products; folded into the offsets here: R = Y + (1.402 Cr'), etc.
+_TO_RGB_OFFSET = tuple(_ONE_HALF - 128 * sum(row) for row in _TO_RGB_FIXED)
+
+
+def ycbcr_to_rgb_planes(y: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor) -> torch.Tensor:
+    """libjpeg's YCbCr -> RGB (jdcolor.c), clamped: integer-valued float32 planes [B, H, W] -> [B, 3, H, W] 0..255."""
+    out = torch.empty((y.shape[0], 3, *y.shape[1:]), dtype=torch.float32, device=y.device)
+    for k, (row, off) in enumerate(zip(_TO_RGB_FIXED, _TO_RGB_OFFSET)):
+        _fixed_sum([y, cb, cr], row, off, out=out[:, k]).add_(y)
+    return out.clamp_(0, 255)

@@ -224,3 +224,62 @@ def idct_islow(dequantized: torch.Tensor) -> torch.Tensor:
     x = _apply_pass(x, _IDCT_PASS2, along_rows=True)  # pass 2: rows
     out_dtype = torch.float32 if dequantized.is_floating_point() else torch.int32
     return (x + 128).clamp_(0, 255).to(out_dtype).reshape(dequantized.shape)
+
+
+# ---- The butterflies on whole planes (what the codec runs) ---------------------------------------
+# A plane [B, H, W] (H, W multiples of 8) holds its blocks in place. A pass along the rows of every
+# block takes the 8 strided column views of [B, H, W/8, 8]; a pass along the columns takes the 8 row
+# views of [B, H/8, 8, W]. No block gathering, only integer element-wise arithmetic (no matmul, so
+# no precision setting can change it). Bounds: the largest intermediate of a 1-D pass, as a linear
+# form of its inputs, has an L1 norm of 83980 (forward) and 61214 (inverse), both read off the
+# butterflies; int32 therefore holds every intermediate of the forward DCT of 8-bit samples
+# (83980 * 4096 < 2**31) and of the inverse DCT of inputs up to _IDCT_INT32_LIMIT; beyond, int64.
+_IDCT_L1 = 61214
+_IDCT_INT32_LIMIT = ((2**31 - 1 - 2**17) // _IDCT_L1 - 1) * 2048 // _IDCT_L1 - 1  # |dequantized| bound
+
+
+def _row_views(plane: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 positions along each block row: views [B, H, W/8] of a plane [B, H, W]."""
+    b, h, w = plane.shape
+    return list(plane.view(b, h, w // 8, 8).unbind(-1))
+
+
+def _col_views(plane: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 positions down each block column: views [B, H/8, W] of a plane [B, H, W]."""
+    b, h, w = plane.shape
+    return list(plane.view(b, h // 8, 8, w).unbind(2))
+
+
+def _check_plane(plane: torch.Tensor) -> None:
+    if plane.dim() != 3 or plane.shape[-2] % 8 or plane.shape[-1] % 8:
+        raise ValueError(f"expected a plane [B, H, W] with H, W multiples of 8, got {tuple(plane.shape)}")
+
+
+def fdct_islow_plane(samples: torch.Tensor) -> torch.Tensor:
+    """libjpeg's islow forward DCT of every 8x8 block of a plane, in place of the block.
+
+    Integer-valued level-shifted samples [B, H, W] in -128..127 (H, W multiples of 8) -> int32 [B, H, W]:
+    the block at (i, j) holds its coefficients (8x the orthonormal DCT) in natural order, as
+    :func:`fdct_islow` of :func:`image_to_blocks` gives them.
+    """
+    _check_plane(samples)
+    b, h, w = samples.shape
+    x = samples.to(torch.int32).contiguous()
+    x = torch.stack(_fdct_1d(_row_views(x), first_pass=True), -1).view(b, h, w)
+    return torch.stack(_fdct_1d(_col_views(x), first_pass=False), 2).view(b, h, w)
+
+
+def idct_islow_plane(dequantized: torch.Tensor) -> torch.Tensor:
+    """libjpeg's islow inverse DCT of every 8x8 block of a plane, with level shift and clamping.
+
+    Integer-valued dequantized coefficients [B, H, W] in plane layout (as :func:`fdct_islow_plane` gives
+    them) -> int32 samples [B, H, W] in 0..255; equal to :func:`idct_islow` block by block (int32 arithmetic
+    while it is exact, else int64, as libjpeg-turbo's 64-bit build).
+    """
+    _check_plane(dequantized)
+    b, h, w = dequantized.shape
+    big = dequantized.numel() and dequantized.detach().abs().max().item() > _IDCT_INT32_LIMIT
+    x = dequantized.to(torch.int64 if big else torch.int32).contiguous()
+    x = torch.stack(_idct_1d(_col_views(x), _CONST_BITS - _PASS1_BITS), 2).view(b, h, w)
+    x = torch.stack(_idct_1d(_row_views(x), _CONST_BITS + _PASS1_BITS + 3), -1).view(b, h, w)
+    return x.add_(128).clamp_(0, 255).to(torch.int32)

@@ -64,11 +64,12 @@ def downsample(plane: torch.Tensor, h: int, v: int, floor_div: FloorDiv) -> torc
     b, hh, ww = plane.shape
     wo = ww // h
     if (h, v) == (2, 2):
-        s = plane.reshape(b, hh // 2, 2, wo, 2).sum((2, 4))
+        s = plane[:, 0::2] + plane[:, 1::2]  # pairwise adds: far faster than a strided reduction
+        s = s[..., 0::2] + s[..., 1::2]
         bias = torch.tensor([1, 2], dtype=plane.dtype, device=plane.device).repeat((wo + 1) // 2)[:wo]
         return floor_div(s + bias, 4)
     if (h, v) == (2, 1):
-        s = plane.reshape(b, hh, wo, 2).sum(-1)
+        s = plane[..., 0::2] + plane[..., 1::2]
         bias = torch.tensor([0, 1], dtype=plane.dtype, device=plane.device).repeat((wo + 1) // 2)[:wo]
         return floor_div(s + bias, 2)
     raise ValueError(f"unsupported sampling factors {(h, v)}")
@@ -94,4 +95,40 @@ def upsample_fancy(plane: torch.Tensor, h: int, v: int, floor_div: FloorDiv) -> 
         left, right = _edge1(colsum, -1)
         three = 3 * colsum
         return _interleave(floor_div(three + left + 8, 16), floor_div(three + right + 7, 16), -1)
+    raise ValueError(f"unsupported sampling factors {(h, v)}")
+
+
+def _filter_pairs(x: torch.Tensor, dim: int, out: torch.Tensor, near_bias: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Into ``out`` (x's shape with ``dim`` (-1 or -2) doubled): 3 x[i] + x[i-1] at 2i and 3 x[i] + x[i+1] at
+    2i+1 along ``dim`` (edges replicated), plus ``near_bias``; in place, no concatenation."""
+    n = x.shape[dim]
+    for parity, (step, bias) in enumerate(((-1, near_bias[0]), (1, near_bias[1]))):
+        o = out[..., parity::2] if dim == -1 else out[..., parity::2, :]  # positions parity, parity + 2, ...
+        torch.mul(x, 3, out=o)
+        if step < 0:
+            o.narrow(dim, 1, n - 1).add_(x.narrow(dim, 0, n - 1))
+            o.narrow(dim, 0, 1).add_(x.narrow(dim, 0, 1))
+        else:
+            o.narrow(dim, 0, n - 1).add_(x.narrow(dim, 1, n - 1))
+            o.narrow(dim, n - 1, 1).add_(x.narrow(dim, n - 1, 1))
+        if bias:
+            o.add_(bias)
+    return out
+
+
+def upsample_fancy_exact(plane: torch.Tensor, h: int, v: int) -> torch.Tensor:
+    """:func:`upsample_fancy` for integer-valued float32 planes with libjpeg's integer division (the decoder's
+    exact path), computed in place without concatenations. [B, Hc, Wc] -> [B, Hc*v, Wc*h]."""
+    if (h, v) == (1, 1):
+        return plane
+    if plane.shape[-1] <= 2:
+        return plane.repeat_interleave(v, -2).repeat_interleave(h, -1)
+    b, hc, wc = plane.shape
+    if (h, v) == (2, 1):
+        out = _filter_pairs(plane, -1, plane.new_empty(b, hc, 2 * wc), (1, 2))
+        return out.mul_(0.25).floor_()
+    if (h, v) == (2, 2):
+        colsum = _filter_pairs(plane, -2, plane.new_empty(b, 2 * hc, wc))
+        out = _filter_pairs(colsum, -1, plane.new_empty(b, 2 * hc, 2 * wc), (8, 7))
+        return out.mul_(1.0 / 16).floor_()
     raise ValueError(f"unsupported sampling factors {(h, v)}")

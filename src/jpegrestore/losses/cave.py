@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from jpegrestore.losses.pixel import l1_loss
+from jpegrestore.utils.precision import in_float32
 
 LEARNING_MODES = ("dual", "explicit", "implicit")
 
@@ -46,6 +47,7 @@ class CaVELoss:
         """Whether the decoder is trained (implicit learning)."""
         return self.learning in ("dual", "implicit")
 
+    @in_float32
     def __call__(
         self,
         quality: torch.Tensor | None,

@@ -10,8 +10,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from jpegrestore import jpeg
+from jpegrestore.utils.precision import in_float32
 
 
+@in_float32
 def consistency_loss(restored: Tensor, jpeg_image: Tensor, tables: Tensor, subsampling: str,
                      rounding: str = "ste") -> Tensor:
     """Mean over elements of ``(jpeg_image - JPEG_Q(restored))^2`` on the [0, 1] scale. -> scalar.

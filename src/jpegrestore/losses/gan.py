@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from jpegrestore.utils.precision import in_float32
+
 
 def _bce(logits: torch.Tensor, is_real: bool) -> torch.Tensor:
     """Mean binary cross-entropy of sigmoid(logits) against an all-real or all-fake label."""
@@ -15,6 +17,7 @@ def _bce(logits: torch.Tensor, is_real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, label)
 
 
+@in_float32
 def ragan_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Relativistic average GAN loss of the discriminator (Jolicoeur-Martineau 2018, as in ESRGAN/QGAC).
 
@@ -26,6 +29,7 @@ def ragan_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tenso
     return _bce(real_vs_fake, True) + _bce(fake_vs_real, False)
 
 
+@in_float32
 def ragan_generator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Relativistic average GAN loss of the generator: the discriminator's loss with the labels swapped.
 
@@ -37,16 +41,19 @@ def ragan_generator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -
     return _bce(real_vs_fake, False) + _bce(fake_vs_real, True)
 
 
+@in_float32
 def nonsaturating_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating GAN generator loss ``E[softplus(-D(fake))] = -E[log s(D(fake))]``. -> scalar."""
     return F.softplus(-fake_logits).mean()
 
 
+@in_float32
 def nonsaturating_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Standard GAN discriminator loss ``E[softplus(-D(real))] + E[softplus(D(fake))]``. -> scalar."""
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
+@in_float32
 def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
     """R1 gradient penalty (Mescheder et al. 2018) ``E_batch[ ||d D(x) / d x||^2 ]`` on real images.
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from jpegrestore.utils.precision import in_float32
+
 
 def _check(samples: Tensor, target: Tensor, minimum: int) -> None:
     if samples.dim() != 5 or samples.shape[1:] != target.shape:
@@ -17,6 +19,7 @@ def _check(samples: Tensor, target: Tensor, minimum: int) -> None:
         raise ValueError(f"this penalty needs at least {minimum} draws per input, got P={samples.shape[0]}")
 
 
+@in_float32
 def first_moment_loss(samples: Tensor, target: Tensor) -> Tensor:
     """FM (Eq. 5): ``mean (X - mean_p G(Z_p, Y))^2``. samples [P, B, C, H, W], target X [B, C, H, W]. -> scalar.
 
@@ -27,6 +30,7 @@ def first_moment_loss(samples: Tensor, target: Tensor) -> Tensor:
     return (target - samples.mean(0)).square().mean()
 
 
+@in_float32
 def second_moment_loss(samples: Tensor, target: Tensor, mmse: Tensor, correction: int = 1) -> Tensor:
     """SM (Eq. 7): ``mean |(X - Xbar(Y))^2 - Var_p G(Z_p, Y)|``. -> scalar.
 

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from jpegrestore.utils.precision import in_float32
+
 # Index of each conv layer inside torchvision's ``vgg16().features``.
 VGG16_CONV_INDEX = {
     "conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10, "conv3_2": 12, "conv3_3": 14,
@@ -164,6 +166,7 @@ class VGGFeatureLoss(nn.Module):
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(self.network_input(x))
 
+    @in_float32
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             target_features = self._embed(target)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jpegrestore.utils.precision import in_float32
+
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
@@ -69,11 +71,13 @@ def _ssim_full_precision(x: torch.Tensor, y: torch.Tensor, data_range: float, wi
     return ssim_map.mean(dim=(1, 2, 3))
 
 
+@in_float32
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over all elements. -> scalar."""
     return (pred - target).abs().mean()
 
 
+@in_float32
 def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over all elements. -> scalar."""
     return (pred - target).square().mean()
@@ -106,6 +110,7 @@ class L1SSIMLoss(nn.Module):
         self.window_size = window_size
         self.distance = distance
 
+    @in_float32
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = DISTANCES[self.distance](pred, target)
         if self.ssim_weight:

@@ -18,7 +18,7 @@ def __getattr__(name: str):
     """Lazy access to the heavier metrics (networks, JPEG op) without importing them up front."""
     lazy = {
         "LPIPSMetric": "perceptual", "DISTSMetric": "perceptual", "build_fid": "fid",
-        "InceptionFeatures": "fid", "jpeg_consistency": "consistency",
+        "InceptionFeatures": "fid", "RepeatedFID": "fid", "jpeg_consistency": "consistency",
     }
     if name in lazy:
         import importlib
@@ -31,6 +31,6 @@ __all__ = [
     "psnr", "ssim", "ssim_map", "psnrb", "blocking_effect_factor", "rgb_to_y", "y_convention_name",
     "channel_label", "Y_CONVENTION_NAMES", "sample_std", "SampleStd", "bits_per_pixel", "jpeg_bytes",
     "MetricSuite", "METRICS", "MetricInfo", "metric_label", "LPIPSMetric", "DISTSMetric", "build_fid",
-    "InceptionFeatures", "jpeg_consistency", "quantize_8bit", "to_8bit_levels", "cap_psnr", "PSNR_CEILING_DB",
+    "InceptionFeatures", "RepeatedFID", "jpeg_consistency", "quantize_8bit", "to_8bit_levels", "cap_psnr", "PSNR_CEILING_DB",
     "PROTOCOL_NOTE",
 ]

@@ -52,6 +52,7 @@ METRICS: dict[str, MetricInfo] = {
     "lpips_vgg": MetricInfo("LPIPS (VGG)", False, "model"),
     "dists": MetricInfo("DISTS", False, "model"),
     "fid": MetricInfo("FID", False, "set"),
+    "fid_std": MetricInfo("FID std over repeats", False, "set"),
     "consistency": MetricInfo("Consistency RMSE (gray levels)", False, "jpeg"),
     "bpp": MetricInfo("JPEG bpp", False, "jpeg"),
     "sample_std": MetricInfo("Per-pixel std over samples (0..1)", True, "method"),
@@ -67,7 +68,7 @@ def metric_label(name: str, y_convention: str = "jfif") -> str:
     return f"{info.title} [{channel_label(name.endswith('_y'), y_convention)}]"
 
 
-def _build_model_metric(name: str, path: str | os.PathLike[str] | None) -> nn.Module:
+def _build_model_metric(name: str, path: str | os.PathLike[str] | None, fid_repeats: int = 1) -> nn.Module:
     from jpegrestore.metrics.fid import build_fid
     from jpegrestore.metrics.perceptual import DISTSMetric, LPIPSMetric
 
@@ -75,7 +76,7 @@ def _build_model_metric(name: str, path: str | os.PathLike[str] | None) -> nn.Mo
         "lpips_alex": lambda: LPIPSMetric("alex", path),
         "lpips_vgg": lambda: LPIPSMetric("vgg", path),
         "dists": lambda: DISTSMetric(path),
-        "fid": lambda: build_fid(path),
+        "fid": lambda: build_fid(path, repeats=fid_repeats),
     }
     return builders[name]()
 
@@ -89,6 +90,8 @@ class MetricSuite:
         crop_border: pixels cropped on each side for the pixel metrics.
         subsampling: chroma subsampling for "consistency" and "bpp".
         weight_paths: optional explicit weights path per metric name.
+        fid_repeats: K sets of restorations FID is computed on (:meth:`update_fid`); with K > 1 ``compute`` gives
+            their mean FID as "fid" and its standard deviation (K - 1 in the denominator) as "fid_std".
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class MetricSuite:
         crop_border: int = 0,
         subsampling: str = "4:2:0",
         weight_paths: Mapping[str, str | os.PathLike[str]] | None = None,
+        fid_repeats: int = 1,
     ) -> None:
         unknown = [n for n in names if n not in METRICS]
         if unknown:
@@ -107,6 +111,10 @@ class MetricSuite:
             raise ValueError(f"metric(s) {reported} are reported by the method itself, not computed by a suite")
         if not names:
             raise ValueError("MetricSuite needs at least one metric name")
+        if "fid_std" in names:
+            raise ValueError("fid_std is not a metric of its own: it comes with fid when FID is repeated "
+                             "(method.fid_repeats=K)")
+        self.fid_repeats = int(fid_repeats)
         self.names = list(dict.fromkeys(names))
         self.y_convention = y_convention
         self.subsampling = subsampling
@@ -128,7 +136,7 @@ class MetricSuite:
 
     def _build(self, name: str, path: str | os.PathLike[str] | None) -> None:
         try:
-            self.models[name] = _build_model_metric(name, path)
+            self.models[name] = _build_model_metric(name, path, self.fid_repeats)
         except MissingWeightsError as error:
             self.status[name] = f"unavailable (missing {', '.join(error.missing)})"
             log.warning("metric %s is unavailable:\n%s", name, error)
@@ -201,9 +209,22 @@ class MetricSuite:
         for name, value in values.items():
             self._values[name].append(value.detach())
         if "fid" in self.available:
-            self.models["fid"].update(target, real=True)
-            self.models["fid"].update(pred, real=False)
+            self.update_fid(target, pred[None])
         return values
+
+    @torch.no_grad()
+    def update_fid(self, target: Tensor, restored: Tensor) -> None:
+        """Feed FID (when available) the real images ``target`` [B, C, H, W] and ``restored`` [K, B, C, H, W]: K
+        restorations of each image, restoration k to repeat k (K = ``fid_repeats``)."""
+        if "fid" not in self.available:
+            return
+        if restored.dim() != 5 or restored.shape[0] != self.fid_repeats:
+            raise ValueError(f"FID with {self.fid_repeats} repeat(s) takes [{self.fid_repeats}, B, C, H, W] "
+                             f"restorations, got {tuple(restored.shape)}")
+        fid = self.models["fid"]
+        fid.update(target, real=True)
+        for repeat, images in enumerate(restored):
+            fid.update(images, real=False, repeat=repeat)
 
     def values(self) -> dict[str, Tensor]:
         """All accumulated per-image values, Tensor[N] per available per-image metric."""
@@ -221,10 +242,13 @@ class MetricSuite:
                 results[name] = self.status[name]
             elif METRICS[name].kind == "set":
                 fid = self.models[name]
-                if int(fid.real_features_num_samples) < 2 or int(fid.fake_features_num_samples) < 2:
+                if fid.real_count < 2 or min(fid.fake_counts) < 2:
                     results[name] = "no data (FID needs at least 2 images)"
                 else:
-                    results[name] = float(fid.compute())
+                    values = fid.compute()
+                    results[name] = float(values.mean())
+                    if self.fid_repeats > 1:
+                        results["fid_std"] = float(values.std())
             elif self._values[name]:
                 results[name] = float(torch.cat(self._values[name]).double().mean())
             else:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jpegrestore import jpeg
+from jpegrestore.utils.precision import float32_region
 
 TABLE_FEATURES = 128  # luma and chroma 8x8 tables, flattened
 
@@ -182,10 +183,12 @@ class PosteriorGenerator(nn.Module):
         return (image + residual).clamp(0, 1)
 
     def forward(self, coeffs: jpeg.Coefficients, noise: bool | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
-        """Restore JPEG coefficients (decoded as libjpeg does, with their own tables). -> [B, C, H, W] in [0, 1]."""
-        image = jpeg.decode(coeffs, rounding="exact")
-        return self.generate(image, coeffs.qt, noise, generator)
+                generator: torch.Generator | None = None, z: Sequence[Tensor] | None = None) -> Tensor:
+        """Restore JPEG coefficients (decoded as libjpeg does, with their own tables). -> [B, C, H, W] in [0, 1].
+        ``noise``, ``generator``, ``z`` as in :meth:`generate`."""
+        with float32_region():  # the exact decoder stays out of autocast
+            image = jpeg.decode(coeffs, rounding="exact")
+        return self.generate(image, coeffs.qt, noise, generator, z)
 
 
 class VGGStyleDiscriminator(nn.Module):

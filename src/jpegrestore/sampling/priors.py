@@ -35,6 +35,11 @@ from jpegrestore.checkpoints import Checkpoint, build_network, checkpoint_metada
 DDPM_PRIOR_RECIPE = "ddpm_prior"
 
 #: The tiny random prior of ``jpegrestore tiny-model ddpm`` and of the tests: 32x32 RGB, two levels.
+#: Names that stand for the paper's guided-diffusion prior, resolved through :mod:`jpegrestore.weights`
+#: (a path, ``$JPEGRESTORE_WEIGHTS``, the torch hub cache) instead of a path.
+GUIDED_DIFFUSION_NAMES = ("guided_diffusion", "256x256_diffusion_uncond.pt")
+
+
 TINY_UNET_CONFIG: dict[str, Any] = {
     "sample_size": 32,
     "in_channels": 3,
@@ -324,8 +329,9 @@ def load_prior(
 
     Args:
         source: a diffusers folder, a guided-diffusion ``.pt`` file, a ``ddpm_prior`` checkpoint (a path or an
-            already read :class:`~jpegrestore.checkpoints.Checkpoint`), or a Hugging Face repository id present in
-            the local cache (see the module docstring).
+            already read :class:`~jpegrestore.checkpoints.Checkpoint`), a Hugging Face repository id present in
+            the local cache (see the module docstring), or ``guided_diffusion`` / ``256x256_diffusion_uncond.pt``:
+            the paper's prior, looked up like every weight file (``jpegrestore weights``).
         device, dtype: where and in which precision the network runs (``alphas_cumprod`` stays float64 on CPU).
             A half ``dtype`` (float16 or bfloat16) for a guided-diffusion file converts only the torso's
             convolutions, as the authors do (:meth:`~jpegrestore.nn.guided_diffusion.GuidedDiffusionUNet.convert_to_fp16`);
@@ -344,6 +350,8 @@ def load_prior(
         return load_diffusers_prior(path, device, dtype)
     if path.is_file():
         return _load_file(path, device, dtype)
+    if text in GUIDED_DIFFUSION_NAMES:  # looked up like every other weight file (`jpegrestore weights`)
+        return _load_file(weights.resolve(GUIDED_DIFFUSION_NAMES[0]), device, dtype)
     if _looks_like_repo_id(text):
         snapshot = hf_cache_snapshot(text)
         if snapshot is not None:

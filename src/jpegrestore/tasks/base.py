@@ -22,6 +22,7 @@ from jpegrestore.checkpoints import FORMAT_VERSION, METADATA_KEY
 from jpegrestore.tasks.validation import QualityBinnedMean
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 from jpegrestore.utils.logging import get_logger
+from jpegrestore.utils.precision import in_float32
 from jpegrestore.utils.seeding import keyed_generator
 
 log = get_logger(__name__)
@@ -29,6 +30,7 @@ log = get_logger(__name__)
 METRIC_NAMES = ("psnr", "psnrb", "ssim")
 
 
+@in_float32
 def _per_image_metrics(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] pairs in [0, 1] -> [B, 3] columns PSNR, PSNR-B (both capped), SSIM (float32, input device)."""
     from jpegrestore import metrics
@@ -136,7 +138,7 @@ class RestorationTask(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         # Scored as the 8-bit image a user would save, like evaluate.py (jpegrestore.metrics.protocol).
-        restored = quantize_8bit(self.restore(batch))
+        restored = quantize_8bit(self.restore(batch).float())
         restored, jpeg_input, target = self.evaluation_views(batch, restored)
         values = torch.cat([_per_image_metrics(restored, target), _per_image_metrics(jpeg_input.float(), target)], 1)
         self.val_metrics.update(batch["quality"], values)
@@ -269,7 +271,19 @@ class AdversarialTask(RestorationTask):
             {**(discriminator_config or {}), "scheduler": self.discriminator_scheduler_config},
             self.discriminator_parameters(),
         )
+        self._check_schedule_lengths([generator, discriminator])
         return [generator, discriminator]
+
+    def _check_schedule_lengths(self, optimizers: list[dict[str, Any]]) -> None:
+        """Warn about a scheduler whose ``T_max`` equals ``trainer.max_steps``: it is stepped once per batch while
+        ``global_step`` counts two steps per batch, so it would end halfway (use ``${jr_floordiv:...,2}``)."""
+        max_steps = getattr(self._trainer, "max_steps", -1) if self._trainer is not None else -1
+        for entry in optimizers:
+            scheduler = entry.get("lr_scheduler", {}).get("scheduler")
+            if max_steps > 0 and getattr(scheduler, "T_max", None) == max_steps:
+                log.warning("%s has T_max = trainer.max_steps = %d, but it is stepped once per batch and "
+                            "trainer.max_steps counts 2 steps per batch: it will stop halfway. Use "
+                            "T_max: ${jr_floordiv:${trainer.max_steps},2}", type(scheduler).__name__, max_steps)
 
     def step_schedulers(self) -> None:
         """Step both learning-rate schedulers once (manual optimization does not step them)."""

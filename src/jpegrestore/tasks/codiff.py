@@ -26,6 +26,7 @@ from jpegrestore.tasks.base import AdversarialTask, GridShiftedCrops
 from jpegrestore.checkpoints import METADATA_KEY
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 from jpegrestore.utils.logging import get_logger
+from jpegrestore.utils.precision import in_float32
 
 log = get_logger(__name__)
 
@@ -123,11 +124,13 @@ class CODiffTask(GridShiftedCrops, AdversarialTask):
 
     # ------------------------------------------------------------------ losses
 
+    @in_float32
     def generator_loss(self, restored: torch.Tensor, target: torch.Tensor, latent: torch.Tensor,
                        generator: torch.Generator | None = None) -> dict:
         """Terms of Eq. 7 (``total`` included) for restored / original [B, 3, H, W] in [0, 1] and the
         generated latent. Gradients reach the generator through the discriminator's logits. ``generator``
-        draws the discriminator's timesteps and noise when it has no fixed timestep."""
+        draws the discriminator's timesteps and noise when it has no fixed timestep. Runs in float32 outside
+        autocast, discriminator and DISTS included (the authors' training: only the generator is autocast)."""
         terms = {"l2": mse_loss(restored.float(), target.float()),
                  "gan": nonsaturating_generator_loss(self.discriminator(latent, generator).float())}
         total = self.l2_weight * terms["l2"] + self.gan_weight * terms["gan"]
@@ -137,10 +140,12 @@ class CODiffTask(GridShiftedCrops, AdversarialTask):
         terms["total"] = total
         return terms
 
+    @in_float32
     def discriminator_loss(self, target: torch.Tensor, latent: torch.Tensor,
                            generator: torch.Generator | None = None) -> torch.Tensor:
         """``discriminator_loss_weight * L_D`` with real = base-VAE latent of ``target`` [0, 1], fake = ``latent``
-        (detached: this loss trains only the discriminator)."""
+        (detached: this loss trains only the discriminator). Runs in float32 outside autocast, the VAE encoding
+        of the original included (as the authors' ``compute_gt_latents``)."""
         with torch.no_grad():
             real = self.net.encode_latent(target, lora=False)
         loss = nonsaturating_discriminator_loss(self.discriminator(real, generator).float(),

@@ -27,6 +27,7 @@ from jpegrestore.sampling.priors import DDPM_PRIOR_RECIPE, LINEAR_SCHEDULE
 from jpegrestore.tasks.base import RestorationTask
 from jpegrestore.checkpoints import METADATA_KEY
 from jpegrestore.utils.logging import get_logger
+from jpegrestore.utils.precision import float32_region
 from jpegrestore.utils.seeding import keyed_generator
 
 log = get_logger(__name__)
@@ -89,8 +90,9 @@ class DDPMPrior(RestorationTask):
         """Per-image mean squared epsilon error. images [B, C, H, W] in [0, 1], timesteps Long[B] -> [B]."""
         x0 = images.float() * 2 - 1
         noisy = self.noise_scheduler.add_noise(x0, noise, timesteps)
-        predicted = self.net(noisy, timesteps).sample
-        return F.mse_loss(predicted.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+        predicted = self.net(noisy, timesteps).sample  # under autocast in mixed precision; the loss is not
+        with float32_region():
+            return F.mse_loss(predicted.float(), noise, reduction="none").mean(dim=(1, 2, 3))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         images = batch["target"]

@@ -90,10 +90,13 @@ class PosteriorGAN(AdversarialTask):
             are not stored in our checkpoints; its path is (``hparams`` and the checkpoint metadata).
         generator_checkpoint: optional checkpoint whose generator weights G starts from (e.g. the MMSE one).
         vgg_weights: the VGG19 file for P (None: resolved offline by ``jpegrestore.weights``).
-        conditional_critic: feed D the pair (image, JPEG) instead of the image alone (D needs in_channels 6).
+        conditional_critic: feed D the pair (image, JPEG), as the paper's conditional GAN does (True), or the
+            image alone (False). ``discriminator.in_channels`` None takes the matching count (6 or 3 for RGB).
     """
 
     recipe = "posterior_gan"
+    #: a resumed run takes this file from the checkpoint it resumes (``runner.build``), never another one
+    resumed_paths = ("mmse_checkpoint",)
     evaluation_method = "jpegrestore.evaluation.posterior.PosteriorMethod"
     unsaved_prefixes = ("mmse.", "perceptual.")
 
@@ -107,7 +110,7 @@ class PosteriorGAN(AdversarialTask):
         discriminator_scheduler: Mapping[str, Any] | None = None,
         variant: str = "general",
         draws: int = 8,
-        lambda_r1: float = 0.1,
+        lambda_r1: float = 0.0128,
         lambda_c: Any = 1.0,
         lambda_fm: float = 10.0,
         lambda_p: float = 1.0,
@@ -115,7 +118,7 @@ class PosteriorGAN(AdversarialTask):
         mmse_checkpoint: str | None = None,
         generator_checkpoint: str | None = None,
         vgg_weights: str | None = None,
-        conditional_critic: bool = False,
+        conditional_critic: bool = True,
         grid_images: int = 4,
     ) -> None:
         super().__init__(network, optimizer, scheduler, grid_images)
@@ -135,7 +138,7 @@ class PosteriorGAN(AdversarialTask):
         self.conditional_critic = conditional_critic
         self.discriminator_optimizer_config = to_plain(discriminator_optimizer)
         self.discriminator_scheduler_config = to_plain(discriminator_scheduler)
-        self.discriminator: nn.Module = instantiate_object(to_plain(discriminator))
+        self.discriminator: nn.Module = instantiate_object(self._critic_config(to_plain(discriminator)))
         self.mmse_checkpoint = mmse_checkpoint
         if "sm" in self.terms and mmse_checkpoint is None:
             raise ValueError("variant 'general' uses the second-moment penalty: set model.mmse_checkpoint=<a "
@@ -147,6 +150,17 @@ class PosteriorGAN(AdversarialTask):
             except RuntimeError as error:
                 raise ValueError(f"generator weights in {generator_checkpoint} do not fit model.network: {error}")
         self.perceptual = PerceptualLoss(vgg_weights) if "p" in self.terms else None
+
+    def _critic_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with ``in_channels`` filled in (image channels, twice for a conditional critic), or checked."""
+        expected = self.net.channels * (2 if self.conditional_critic else 1)
+        given = config.get("in_channels")
+        if given is None:
+            return {**config, "in_channels": expected}
+        if int(given) != expected:
+            raise ValueError(f"model.discriminator.in_channels={given}, but a critic with conditional_critic="
+                             f"{self.conditional_critic} sees {expected} channels (set it to null or {expected})")
+        return config
 
     def train(self, mode: bool = True) -> "PosteriorGAN":
         """Switch modes but keep the frozen MMSE estimator in eval mode."""

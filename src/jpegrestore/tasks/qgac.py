@@ -37,10 +37,12 @@ from jpegrestore.tasks.dct_stats import (
 )
 from jpegrestore.utils.instantiate import instantiate_object, to_plain
 from jpegrestore.utils.logging import get_logger
+from jpegrestore.utils.precision import in_float32
 
 log = get_logger(__name__)
 
 
+@in_float32
 def luma(images: torch.Tensor) -> torch.Tensor:
     """JFIF luma of RGB images: [B, 3, H, W] in [0, 1] -> [B, 1, H, W] in [0, 1]; [B, 1, H, W] passes through."""
     if images.shape[1] == 1:

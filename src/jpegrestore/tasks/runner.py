@@ -54,11 +54,37 @@ def _print(text: str) -> None:
     print(text, flush=True)
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
-    """Instantiate (datamodule, model, trainer) from a composed ``train.yaml`` config."""
+def take_recorded_paths(model_cfg: DictConfig, ckpt_path: str | None) -> None:
+    """For a run resuming ``ckpt_path``: fill the task's ``resumed_paths`` (e.g. the posterior GAN's frozen MMSE
+    estimator, whose weights our checkpoints do not store) in ``model_cfg`` from the hyperparameters the checkpoint
+    recorded. ValueError naming both files when the config names another file than the recorded one."""
+    from hydra.utils import get_class
+
+    from jpegrestore.checkpoints import read_checkpoint
+
+    keys = getattr(get_class(model_cfg._target_), "resumed_paths", ()) if model_cfg.get("_target_") else ()
+    if not ckpt_path or not keys:
+        return
+    recorded = read_checkpoint(ckpt_path).get("hyper_parameters", {})
+    for key in keys:
+        if recorded.get(key) is None:
+            continue
+        given = model_cfg.get(key)
+        if given is None:
+            log.info("resuming %s: model.%s=%s, as recorded", ckpt_path, key, recorded[key])
+            model_cfg[key] = recorded[key]
+        elif Path(str(given)).resolve() != Path(str(recorded[key])).resolve():
+            raise ValueError(f"model.{key}={given} is not the file the run resumed from {ckpt_path} was trained "
+                             f"with ({recorded[key]}); leave model.{key} unset to use the recorded one")
+
+
+def build(cfg: DictConfig, ckpt_path: str | None = None) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """Instantiate (datamodule, model, trainer) from a composed ``train.yaml`` config, for a run that resumes
+    ``ckpt_path`` (default: ``cfg.ckpt_path`` resolved, see :func:`resolve_ckpt_path`) or starts fresh."""
     register_resolvers()
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True)
+    take_recorded_paths(cfg.model, ckpt_path or resolve_ckpt_path(cfg))
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -108,7 +134,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callback saves ``checkpoints/interrupted.ckpt``, and this returns normally after saying how to resume.
     """
     ckpt_path = resolve_ckpt_path(cfg)
-    datamodule, model, trainer = build(cfg)
+    datamodule, model, trainer = build(cfg, ckpt_path)
     log.info("run directory: %s", trainer.default_root_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -28,6 +29,56 @@ class SaveRankWeights(pl.Callback):
         buffers = {name: b.detach().cpu().clone() for name, b in pl_module.named_buffers()}
         torch.save({"global_step": trainer.global_step, "parameters": parameters, "buffers": buffers},
                    self.dirpath / f"rank{trainer.global_rank}.pt")
+
+
+def fitting_ends_here(trainer: pl.Trainer) -> bool:
+    """Whether fitting stops after the batch that just ran (asked in ``on_train_batch_end`` or
+    ``on_train_epoch_end``): ``max_steps`` reached, the last batch of the last epoch (``max_epochs``), or a stop
+    requested (e.g. by Lightning's ``Timer``). The same answer on every DDP rank (it reads only shared state)."""
+    if trainer.max_steps is not None and trainer.max_steps >= 0 and trainer.global_step >= trainer.max_steps:
+        return True
+    if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and trainer.max_epochs is not None \
+            and trainer.max_epochs >= 0 and trainer.current_epoch + 1 >= trainer.max_epochs:
+        return True
+    return bool(trainer.should_stop)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """The unmonitored ``last`` checkpoint: written after every validation, and also when fitting reaches its
+    final step, so a run always ends with it at that step whatever ``max_steps``, ``max_epochs`` and the
+    validation interval are (Lightning alone refreshes it only on validation, so steps after the last validation
+    were lost).
+
+    The final save happens where a run resumed from it continues exactly: after the last batch when that batch
+    ends the run inside an epoch (where Lightning's step-triggered checkpoints are saved), at the epoch's end when
+    it is the epoch's last batch (a save after that batch resumes one epoch too far in Lightning 2.6). A
+    validation at that same step does not save again; any other way fitting ends normally is covered in
+    ``on_train_end``. Every rank calls ``trainer.save_checkpoint`` (DDP needs all of them); rank 0 writes the
+    file. Use with ``monitor=None`` (the default config: ``filename: last``, ``save_top_k: 1``).
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and fitting_ends_here(trainer):
+            self.save_final(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if fitting_ends_here(trainer):
+            self.save_final(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self.save_final(trainer)
+
+    def save_final(self, trainer: pl.Trainer) -> None:
+        """Save now unless this step is already saved (or fitting is not running, e.g. a sanity check)."""
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
 
 
 class PreemptionCheckpoint(OnExceptionCheckpoint):

@@ -14,13 +14,22 @@ import struct
 import torch
 
 
-def keyed_seed(*keys: int) -> int:
-    """A seed in [0, 2^63): BLAKE2b of the keys as signed 64-bit integers. Different key tuples give different
-    seeds, also when one ends in zeros where the other stops (unlike NumPy's SeedSequence entropy)."""
-    data = struct.pack(f"<{len(keys)}q", *(int(k) for k in keys))
+def _as_int64(key: int | str) -> int:
+    """An int key as it is; a str key (e.g. an image's name) as the signed 64-bit BLAKE2b digest of its UTF-8."""
+    if isinstance(key, str):
+        digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8, person=b"jpegrestore-key").digest()
+        return int.from_bytes(digest, "little", signed=True)
+    return int(key)
+
+
+def keyed_seed(*keys: int | str) -> int:
+    """A seed in [0, 2^63): BLAKE2b of the keys as signed 64-bit integers (str keys first hashed to one, see
+    ``_as_int64``). Different key tuples give different seeds, also when one ends in zeros where the other stops
+    (unlike NumPy's SeedSequence entropy)."""
+    data = struct.pack(f"<{len(keys)}q", *(_as_int64(k) for k in keys))
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
 
 
-def keyed_generator(*keys: int, device: torch.device | str | None = None) -> torch.Generator:
+def keyed_generator(*keys: int | str, device: torch.device | str | None = None) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` (default CPU) seeded with :func:`keyed_seed` of ``keys``."""
     return torch.Generator(device=device or "cpu").manual_seed(keyed_seed(*keys))

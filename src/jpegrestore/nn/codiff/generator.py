@@ -42,6 +42,7 @@ from jpegrestore.nn.codiff.lora import (
     vae_encoder_lora_targets,
 )
 from jpegrestore.nn.codiff.pretrained import DEFAULT_PRETRAINED, load_stable_diffusion
+from jpegrestore.utils.precision import float32_region
 
 LATENT_MODES = ("mode", "sample")
 #: file names written by :meth:`CODiff.save_lora`.
@@ -171,7 +172,7 @@ class CODiff(nn.Module):
 
     def condition(self, lq: Tensor) -> Tensor:
         """LQ [B, 3, H, W] in [0, 1] -> ``encoder_hidden_states`` [B, N, cross_attention_dim] (N = H*W/32^2)."""
-        with torch.no_grad():
+        with torch.no_grad(), float32_region():  # the frozen CaVE runs in float32 (as the authors)
             tokens = self.cave.embed(lq.float())
         return self.proj(tokens.to(self.proj.weight.dtype))
 

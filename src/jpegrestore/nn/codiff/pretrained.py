@@ -174,19 +174,25 @@ def write_tiny_stable_diffusion(out_dir: str | os.PathLike[str], seed: int = 0, 
     Same diffusers classes and folder layout as SD 2.1 base, saved through their ``save_pretrained``, so it
     goes through exactly the loading code of the real model. Deterministic for a given ``seed``.
     """
+    return write_random_stable_diffusion(out_dir, tiny_configs(cross_attention_dim), seed)
+
+
+def write_random_stable_diffusion(out_dir: str | os.PathLike[str], configs: dict[str, dict], seed: int = 0,
+                                  device: str | torch.device = "cpu") -> Path:
+    """Write a random-weight Stable Diffusion folder of any size: ``configs`` = {"vae", "unet", "scheduler"}
+    constructor arguments (:func:`tiny_configs`, or SD 2.1 base's for a full-size stand-in). The weights are
+    drawn on ``device`` (a GPU makes a full-size UNet quick) with the default initializers, seeded."""
     import diffusers
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    configs = tiny_configs(cross_attention_dim)
-    generator_state = torch.random.get_rng_state()
-    try:
+    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(seed)
-        AutoencoderKL(**configs["vae"]).save_pretrained(out / "vae")
-        UNet2DConditionModel(**configs["unet"]).save_pretrained(out / "unet")
-    finally:
-        torch.random.set_rng_state(generator_state)
+        for part, cls in (("vae", AutoencoderKL), ("unet", UNet2DConditionModel)):
+            with torch.device(device):
+                module = cls(**configs[part])
+            module.cpu().save_pretrained(out / part)
     DDPMScheduler(**configs["scheduler"]).save_pretrained(out / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from jpegrestore import jpeg
+from jpegrestore.utils.precision import float32_region, in_float32
 
 from .cfm import ConvolutionalFilterManifold
 from .colornet import ColorNet
@@ -207,8 +208,10 @@ class QGAC(nn.Module):
             upsampled = upsampled + jpeg.image_to_blocks(residual) * std.to(residual.dtype)
         return restored + list(upsampled.split(batch))
 
+    @in_float32
     def _to_samples(self, blocks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Dequantized blocks [B, hb, wb, 8, 8] -> sample plane [B, 1, H, W] in 0..255 (cropped, not clamped)."""
+        """Dequantized blocks [B, hb, wb, 8, 8] -> sample plane [B, 1, H, W] in 0..255 (cropped, not clamped).
+        The inverse DCT runs in float32 also under autocast (like the colour conversion in :meth:`forward`)."""
         plane = jpeg.blocks_to_image(jpeg.block_idct(blocks)) + 128.0
         return plane[..., : size[0], : size[1]]
 
@@ -222,4 +225,5 @@ class QGAC(nn.Module):
         planes = [self._to_samples(b, coeffs.size) for b in self.forward_coefficients(coeffs)]
         if len(planes) == 1:
             return planes[0] / 255.0
-        return jpeg.ycbcr_to_rgb(torch.cat(planes, dim=1)) / 255.0
+        with float32_region():
+            return jpeg.ycbcr_to_rgb(torch.cat(planes, dim=1)) / 255.0
