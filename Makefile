@@ -7,10 +7,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: venv train test test-slow bench gpu-check evaluate sweep-qf clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-iqa.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps pyiqa==0.1.16
+	$(PY) -m pip install -q -r requirements-iqa.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -37,8 +39,9 @@ evaluate: $(STAMP)
 	$(PY) evaluate.py $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
 
 # make sweep-qf CKPT=<ckpt> DATA=/path/to/images  (qualities 5..95; plain JPEG when CKPT is empty)
+# make sweep-qf METHODS=<list in conf/methods> DATA=/path/to/images  (several methods, one line each)
 sweep-qf: $(STAMP)
-	$(PY) scripts/sweep_qf.py $(if $(CKPT),ckpt=$(CKPT)) $(if $(DATA),data.source=$(DATA)) $(ARGS)
+	$(PY) scripts/sweep_qf.py $(if $(CKPT),ckpt=$(CKPT)) $(if $(METHODS),methods=$(METHODS)) $(if $(DATA),data.source=$(DATA)) $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -3,9 +3,11 @@
     python evaluate.py                                   # plain JPEG baseline on the sample test images
     python evaluate.py ckpt=logs/.../checkpoints/last.ckpt qf=[5,10,20]
     python evaluate.py ckpt=... data.source=/data/LIVE1 device=cuda tile=512
+    python evaluate.py methods=baselines datasets=codiff +methods.mine.ckpt=... qf=[5,10,20]   # several of each
 
-Configs live in conf/evaluate.yaml; every run writes metrics.csv, metrics.json, summary.md and comparison
-PNGs into its own directory under logs/evaluate/.
+Configs live in conf/evaluate.yaml (lists of methods in conf/methods/, of data sets in conf/datasets/); every run
+writes metrics.csv, metrics.json, summary.md and comparison PNGs (and, comparing several methods, plots against QF)
+into its own directory under logs/evaluate/.
 """
 
 import hydra

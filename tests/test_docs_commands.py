@@ -138,11 +138,13 @@ def _compose(config_name: str, overrides: list[str], tmp_path: Path) -> None:
 
 def _check_make(tokens: list[str], tmp_path: Path) -> None:
     target, assignments = tokens[1], dict(t.split("=", 1) for t in tokens[2:])
-    unknown = set(assignments) - {"ARGS", "CKPT", "DATA"}
-    assert not unknown, f"make {target} takes ARGS, CKPT, DATA; got {sorted(unknown)}"
+    unknown = set(assignments) - {"ARGS", "CKPT", "DATA", "METHODS"}
+    assert not unknown, f"make {target} takes ARGS, CKPT, DATA, METHODS; got {sorted(unknown)}"
     overrides = shlex.split(assignments.get("ARGS", ""))
     if assignments.get("CKPT"):
         overrides.append(f"ckpt={assignments['CKPT']}")
+    if assignments.get("METHODS"):
+        overrides.append(f"methods={assignments['METHODS']}")
     if assignments.get("DATA"):
         overrides.append(f"data.source={assignments['DATA']}")
     _compose(MAKE_TARGETS[target], overrides, tmp_path)

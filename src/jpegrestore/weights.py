@@ -25,6 +25,7 @@ from torch import nn
 ENV_VAR = "JPEGRESTORE_WEIGHTS"
 
 _TORCHVISION = "https://download.pytorch.org/models/"
+_PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,45 @@ REGISTRY: dict[str, WeightSpec] = {
             ("model_index.json",),
             ("https://huggingface.co/stabilityai/stable-diffusion-2-1-base",),
             hf_repo="stabilityai/stable-diffusion-2-1-base",
+        ),
+        WeightSpec(
+            "musiq_koniq",
+            "metric: MUSIQ (KonIQ-10k), through pyiqa (optional extra iqa)",
+            ("musiq_koniq_ckpt-e95806b9.pth",),
+            (_PYIQA + "musiq_koniq_ckpt-e95806b9.pth",),
+        ),
+        WeightSpec(
+            "maniqa_koniq",
+            "metric: MANIQA (KonIQ-10k), through pyiqa (optional extra iqa)",
+            ("ckpt_koniq10k.pt",),
+            (_PYIQA + "ckpt_koniq10k.pt",),
+        ),
+        WeightSpec(
+            "clip_rn50",
+            "metric: CLIPIQA (OpenAI CLIP RN50), through pyiqa (optional extra iqa)",
+            ("RN50.pt",),
+            ("https://openaipublic.azureedge.net/clip/models/"
+             "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",),
+        ),
+        *(
+            WeightSpec(name, f"baseline (method=spandrel): {what}", (file,),
+                       (url,))
+            for name, what, file, url in (
+                ("fbcnn_color", "FBCNN colour (Jiang et al. 2021)", "fbcnn_color.pth",
+                 "https://github.com/jiaxi-jiang/FBCNN/releases/download/v1.0/fbcnn_color.pth"),
+                ("fbcnn_gray", "FBCNN grayscale", "fbcnn_gray.pth",
+                 "https://github.com/jiaxi-jiang/FBCNN/releases/download/v1.0/fbcnn_gray.pth"),
+                *((f"swinir_color_car_q{q}", f"SwinIR-M colour JPEG artifact removal trained at QF {q}",
+                   f"006_colorCAR_DFWB_s126w7_SwinIR-M_jpeg{q}.pth",
+                   f"https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
+                   f"006_colorCAR_DFWB_s126w7_SwinIR-M_jpeg{q}.pth") for q in (10, 20, 30, 40)),
+                ("dncnn3", "DnCNN-3 (blind denoising, super-resolution and JPEG deblocking, grayscale)", "dncnn3.pth",
+                 "https://github.com/cszn/KAIR/releases/download/v1.0/dncnn3.pth"),
+                ("drunet_color", "DRUNet colour denoiser", "drunet_color.pth",
+                 "https://github.com/cszn/KAIR/releases/download/v1.0/drunet_color.pth"),
+                ("scunet_color_real_psnr", "SCUNet colour, real-image PSNR model", "scunet_color_real_psnr.pth",
+                 "https://github.com/cszn/KAIR/releases/download/v1.0/scunet_color_real_psnr.pth"),
+            )
         ),
         WeightSpec(
             "guided_diffusion",
@@ -310,6 +350,24 @@ def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
     All files of the entry must be present; see :func:`resolve_files`.
     """
     return resolve_files(name, path)[spec_for(name).files[0]]
+
+
+def locate(file_or_name: str | os.PathLike[str]) -> Path:
+    """A weight file given as a registry name (``fbcnn_color``), a path, or a bare file name searched in
+    $JPEGRESTORE_WEIGHTS and the torch hub cache. :class:`MissingWeightsError` naming it and the places searched."""
+    text = str(file_or_name)
+    if text in REGISTRY:
+        return resolve(text)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    places = [*env_dirs(), torch_hub_checkpoints_dir()] if len(path.parts) == 1 else []
+    for folder in places:
+        if (folder / path.name).is_file():
+            return folder / path.name
+    searched = [str(path.resolve())] + [str(folder / path.name) for folder in places]
+    raise MissingWeightsError(f"weight file {text!r} not found; searched: {', '.join(searched)}. Put it there, "
+                              f"or give a registry name ({', '.join(sorted(REGISTRY))})", (text,))
 
 
 def status() -> list[WeightStatus]:

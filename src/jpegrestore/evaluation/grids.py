@@ -83,8 +83,13 @@ def comparison_panel(images: Sequence[Tensor], labels: Sequence[str], zoom: int 
     return panel
 
 
-def save_comparison(path: str | Path, jpeg_image: Tensor, restored: Tensor | None, target: Tensor,
-                    labels: Sequence[str]) -> None:
-    """PNG panel JPEG / restored / original (restored omitted when None) for one image [C, H, W]."""
-    images = [jpeg_image, target] if restored is None else [jpeg_image, restored, target]
-    comparison_panel(images, labels).save(path, format="PNG")
+def save_comparison(path: str | Path, jpeg_image: Tensor, restored: Tensor | Sequence[Tensor | None] | None,
+                    target: Tensor, labels: Sequence[str]) -> None:
+    """PNG panel JPEG / restored ... / original for one image [C, H, W]: ``restored`` is one image, a list (one
+    column each; None draws a mid-gray column, e.g. for a method that failed) or None (no restored column)."""
+    if restored is None:
+        restored = []
+    elif isinstance(restored, Tensor):
+        restored = [restored]
+    columns = [jpeg_image.new_full(jpeg_image.shape, 0.5) if r is None else r for r in restored]
+    comparison_panel([jpeg_image, *columns, target], labels).save(path, format="PNG")

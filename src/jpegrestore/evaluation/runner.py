@@ -157,10 +157,14 @@ class Evaluator:
         self.metric_names = names
         self.reported: set[str] = set()  # method-reported columns seen so far (extras, sample_std)
         self.suite = MetricSuite(per_image, **kwargs).to(self.device) if per_image else None
+        #: label -> method run on every batch beside the JPEG baseline (in this order)
+        self.methods: dict[str, RestorationMethod] = {} if self.baseline_only else {self.method_name: method}
+        #: False: a method's exception stops the run; True: its rows for that batch are marked failed
+        self.record_failures = False
+        self.bar = None  # progress bar over methods x images x qualities, set by ``run``
+        self._fid_kwargs = kwargs if "fid" in names else None
         self.fid_repeats = 1 if self.baseline_only else method_fid_repeats(method)
-        repeats = {tables.JPEG: 1, **({} if self.baseline_only else {self.method_name: self.fid_repeats})}
-        self.fid = {side: MetricSuite(["fid"], fid_repeats=k, **kwargs).to(self.device)
-                    for side, k in repeats.items()} if "fid" in names else {}
+        self.fid = self._fid_suites()
         self.status = dict(self.suite.status if self.suite else {})
         if self.fid:
             self.status["fid"] = self.fid[tables.JPEG].status["fid"]
@@ -177,80 +181,122 @@ class Evaluator:
         host = {k: v.detach().double().cpu().tolist() for k, v in values.items()}
         return [{k: host[k][i] for k in host} for i in range(pred.shape[0])]
 
-    @torch.no_grad()
-    def evaluate_batch(self, names: list[str], target: Tensor, quality: int) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
-        """Rows for one batch [B, C, H, W] at one quality, and the images (jpeg, restored) for panels."""
-        target = target.to(self.device)
+    def compress(self, target: Tensor, quality: int) -> tuple[jpeg.Coefficients, Tensor]:
+        """The JPEG of ``target`` [B, C, H, W] at ``quality`` (exact libjpeg-turbo, or the method's own
+        ``compression``) and its 8-bit decoding (on ``self.device``)."""
         if self.compression is not None:  # the method's own (simulated) JPEG
-            try:
-                coeffs, decoded = self.compression(target, quality)
-            except ValueError as error:
-                raise ValueError(f"{', '.join(names)}: {error}") from error
-            jpeg_image = quantize_8bit(decoded)
-        else:
-            coeffs = jpeg.encode(target, quality=quality, subsampling=self.subsampling, rounding="exact")
-            jpeg_image = quantize_8bit(jpeg.decode(coeffs, rounding="exact"))  # 8-bit already; kept explicit
+            coeffs, decoded = self.compression(target, quality)
+            return coeffs, quantize_8bit(decoded)
+        coeffs = jpeg.encode(target, quality=quality, subsampling=self.subsampling, rounding="exact")
+        return coeffs, quantize_8bit(jpeg.decode(coeffs, rounding="exact"))  # 8-bit already; kept explicit
+
+    @torch.no_grad()
+    def evaluate_batch(self, names: list[str], target: Tensor, quality: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Rows for one batch [B, C, H, W] at one quality (JPEG first, then every method), and the images for
+        panels: ``jpeg``, ``target``, ``methods`` ({label: restored, or None where the method failed}) and, with
+        one method, ``restored``."""
+        target = target.to(self.device)
+        try:
+            coeffs, jpeg_image = self.compress(target, quality)
+        except ValueError as error:
+            raise ValueError(f"{', '.join(names)}: {error}") from error
         rows = []
         for name, values in zip(names, self._measure(tables.JPEG, jpeg_image, target, quality)):
             rows.append({"image": name, "quality": quality, "method": tables.JPEG, **values})
-        images = {"jpeg": jpeg_image, "target": target}
-        if self.baseline_only:
-            return rows, images
+        self._advance(len(names))
+        images: dict[str, Any] = {"jpeg": jpeg_image, "target": target, "methods": {}}
+        for label, method in self.methods.items():
+            try:
+                method_rows, restored = self.restore_batch(label, method, names, coeffs, jpeg_image, target, quality)
+            except Exception as error:  # noqa: BLE001 - reported per image, the other methods go on
+                if not self.record_failures:
+                    raise
+                log.warning("method %s failed on %s at QF %d: %s", label, ", ".join(names), quality, error)
+                message = f"{type(error).__name__}: {error}".replace("\n", " ")
+                method_rows = [{"image": n, "quality": quality, "method": label, "error": message} for n in names]
+                restored = None
+            rows.extend(method_rows)
+            images["methods"][label] = restored
+            self._advance(len(names))
+        if len(self.methods) == 1:
+            images["restored"] = next(iter(images["methods"].values()))
+        return rows, images
+
+    def _advance(self, images: int) -> None:
+        if self.bar is not None:
+            self.bar.update(images)
+
+    def restore_batch(self, label: str, method: RestorationMethod, names: list[str], coeffs: jpeg.Coefficients,
+                      jpeg_image: Tensor, target: Tensor, quality: int) -> tuple[list[dict[str, Any]], Tensor]:
+        """Rows of one method on one batch (metrics, its reported columns, seconds per image) and its 8-bit output."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        if getattr(self.method, "keyed_noise", False):  # each image's noise keyed by its name and quality
-            output = self.method(coeffs, jpeg_image, keys=[f"{name}@q{quality}" for name in names])
+        if getattr(method, "keyed_noise", False):  # each image's noise keyed by its name and quality
+            output = method(coeffs, jpeg_image, keys=[f"{name}@q{quality}" for name in names])
         else:
-            output = self.method(coeffs, jpeg_image)
+            output = method(coeffs, jpeg_image)
         restored = quantize_8bit(output.to(self.device, torch.float32))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = (time.perf_counter() - start) / len(names)
         if restored.shape != target.shape:
-            raise ValueError(f"method {self.method_name} returned {tuple(restored.shape)} for {tuple(target.shape)}")
-        reported = self._method_reported(len(names))
-        measured = self._measure(self.method_name, restored, target, quality, self._fid_draws())
+            raise ValueError(f"method {label} returned {tuple(restored.shape)} for {tuple(target.shape)}")
+        reported = self._method_reported(len(names), method, label)
+        measured = self._measure(label, restored, target, quality, self._fid_draws(method, label))
+        rows = []
         for i, (name, values) in enumerate(zip(names, measured)):
             extra = {k: v[i] for k, v in reported.items()}
-            rows.append({"image": name, "quality": quality, "method": self.method_name, **values, **extra,
-                         "seconds": seconds})
-        images["restored"] = restored
-        return rows, images
+            rows.append({"image": name, "quality": quality, "method": label, **values, **extra, "seconds": seconds})
+        return rows, restored
 
     def _compression_description(self) -> str:
         if self.compression is not None:
             return self.compression.description
         return "jpeg.encode/decode, rounding=exact (identical to libjpeg-turbo)"
 
-    def _fid_draws(self) -> Tensor | None:
-        """The K restorations per image FID repeats over (draws 0..K-1 of ``last_samples``, 8-bit), or None (K = 1:
-        FID of the returned images)."""
-        if self.fid_repeats == 1:
-            return None
-        samples = method_samples(self.method)
-        if samples is None or samples.shape[0] < self.fid_repeats:
-            got = "no draws" if samples is None else f"{samples.shape[0]} draws"
-            raise ValueError(f"method {self.method_name} asks for {self.fid_repeats} FID repeats but its last call "
-                             f"kept {got} per image (last_samples)")
-        return quantize_8bit(samples[: self.fid_repeats].to(self.device, torch.float32))
+    def _fid_suites(self) -> dict[str, Any]:
+        """One FID suite per side (JPEG, then every method), each over its method's ``fid_repeats``; {} without FID."""
+        if self._fid_kwargs is None:
+            return {}
+        from jpegrestore.metrics import MetricSuite
 
-    def _method_reported(self, batch: int) -> dict[str, list[float]]:
-        """Columns the method reports for its last call: its ``extras`` and, from ``last_samples`` with S >= 2,
-        the per-pixel standard deviation over draws (``sample_std``, on the 0..1 scale)."""
+        repeats = {tables.JPEG: 1, **{label: method_fid_repeats(m) for label, m in self.methods.items()}}
+        return {side: MetricSuite(["fid"], fid_repeats=k, **self._fid_kwargs).to(self.device)
+                for side, k in repeats.items()}
+
+    def _fid_draws(self, method: RestorationMethod, label: str) -> Tensor | None:
+        """The K restorations per image a method's FID repeats over (draws 0..K-1 of ``last_samples``, 8-bit), or
+        None (K = 1: FID of the returned images)."""
+        repeats = method_fid_repeats(method)
+        if repeats == 1:
+            return None
+        samples = method_samples(method)
+        if samples is None or samples.shape[0] < repeats:
+            got = "no draws" if samples is None else f"{samples.shape[0]} draws"
+            raise ValueError(f"method {label} asks for {repeats} FID repeats but its last call "
+                             f"kept {got} per image (last_samples)")
+        return quantize_8bit(samples[:repeats].to(self.device, torch.float32))
+
+    def _method_reported(self, batch: int, method: RestorationMethod | None = None,
+                         label: str | None = None) -> dict[str, list[float]]:
+        """Columns a method (default: the evaluated one) reports for its last call: its ``extras`` and, from
+        ``last_samples`` with S >= 2, the per-pixel standard deviation over draws (``sample_std``, 0..1 scale)."""
         from jpegrestore.metrics import sample_std
 
+        method = self.method if method is None else method
+        label = self.method_name if label is None else label
         columns = {}
-        for key, value in method_extras(self.method).items():
+        for key, value in method_extras(method).items():
             if key not in METRICS or METRICS[key].kind != "method":
-                raise ValueError(f"method {self.method_name} reports unknown column {key!r}; known: {METHOD_REPORTED}")
+                raise ValueError(f"method {label} reports unknown column {key!r}; known: {METHOD_REPORTED}")
             values = torch.as_tensor(value, dtype=torch.float64).flatten()
             if values.numel() == 1:
                 values = values.expand(batch)
             if values.numel() != batch:
-                raise ValueError(f"method {self.method_name} reported {values.numel()} {key!r} values for {batch} images")
+                raise ValueError(f"method {label} reported {values.numel()} {key!r} values for {batch} images")
             columns[key] = values.cpu().tolist()
-        samples = method_samples(self.method)
+        samples = method_samples(method)
         if samples is not None and samples.shape[0] >= 2:
             columns["sample_std"] = sample_std(quantize_8bit(samples.float())).per_image.double().cpu().tolist()
         self.reported.update(columns)
@@ -264,38 +310,49 @@ class Evaluator:
         from tqdm.auto import tqdm
 
         out = Path(output_dir)
-        (out / "comparisons").mkdir(parents=True, exist_ok=True)
         total = len(source) if max_images is None else min(len(source), int(max_images))
+        self.bar = tqdm(total=total * len(self.qualities) * (1 + len(self.methods)), unit="img",
+                        desc=f"evaluate {self.method_name} (methods x images x qualities)", disable=not self.progress)
+        rows, set_metrics, skipped = self.collect(source, out / "comparisons", max_images)
+        self.bar.close()
+        if not rows:
+            raise ValueError(f"no usable images in {getattr(source, 'where', source)} ({len(skipped)} skipped)")
+        return self._report(out, rows, set_metrics, skipped, header)
+
+    def collect(self, source, panel_dir: Path, max_images: int | None = None, transform: Any = None) -> tuple[list[dict[str, Any]], dict[str, dict[int, float | str]], list[str]]:
+        """Rows of every image of ``source`` at every quality, set metrics {side: {quality: value}} and skipped
+        images; panels of the leading images go to ``panel_dir``. ``transform`` maps each loaded image
+        [1, 3, H, W] to the one evaluated. ``self.bar`` (when set) advances by one per image, quality and method
+        (JPEG included)."""
+        panel_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, Any]] = []
         set_metrics: dict[str, dict[int, float | str]] = {}
         skipped: list[str] = []
-        bar = tqdm(total=total * len(self.qualities), desc=f"evaluate {self.method_name}", unit="img",
-                   disable=not self.progress)
         for qi, quality in enumerate(self.qualities):
             for suite in self.fid.values():
                 suite.reset()
             seen = 0
             found = iterate_images(source, max_images, skipped if qi == 0 else [])
+            if transform is not None:
+                found = ((name, transform(image)) for name, image in found)
             for names, batch in _batches(found, self.batch_size):
                 batch_rows, images = self.evaluate_batch(names, batch, quality)
                 rows.extend(batch_rows)
                 for i, name in enumerate(names):
                     if seen + i < self.comparisons:
-                        self._save_panel(out, name, quality, images, i)
+                        self._save_panel(panel_dir, name, quality, images, i)
                 seen += len(names)
-                bar.update(len(names))
             for side, suite in self.fid.items():
                 set_metrics.setdefault(side, {})[quality] = suite.compute()
-        bar.close()
-        if not rows:
-            raise ValueError(f"no usable images in {getattr(source, 'where', source)} ({len(skipped)} skipped)")
-        return self._report(out, rows, set_metrics, skipped, header)
+        return rows, set_metrics, skipped
 
-    def _save_panel(self, out: Path, name: str, quality: int, images: dict[str, Tensor], i: int) -> None:
-        restored = images.get("restored")
-        labels = [f"JPEG q{quality}"] + ([] if restored is None else [self.method_name]) + ["original"]
-        path = out / "comparisons" / f"{_safe_stem(name)}_q{quality}.png"
-        save_comparison(path, images["jpeg"][i], None if restored is None else restored[i], images["target"][i], labels)
+    def _save_panel(self, panel_dir: Path, name: str, quality: int, images: dict[str, Any], i: int) -> None:
+        """JPEG | every method (a gray column where it failed) | original, one PNG per image and quality."""
+        restored = [None if r is None else r[i] for r in images["methods"].values()]
+        labels = [f"JPEG q{quality}", *(l if r is not None else f"{l} (failed)"
+                                         for l, r in zip(images["methods"], restored)), "original"]
+        path = panel_dir / f"{_safe_stem(name)}_q{quality}.png"
+        save_comparison(path, images["jpeg"][i], restored, images["target"][i], labels)
 
     def _report(self, out: Path, rows: list[dict[str, Any]], set_metrics: dict[str, dict[int, Any]],
                 skipped: list[str], header: Sequence[str]) -> EvaluationResult:
@@ -352,9 +409,16 @@ def _capped(rows: Sequence[Mapping[str, Any]]) -> int:
 def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> EvaluationResult:
     """Run the evaluation described by a composed ``conf/evaluate.yaml`` and write it to ``output_dir``.
 
-    Only the keys used here are resolved, so a config composed outside a Hydra run works too.
+    Only the keys used here are resolved, so a config composed outside a Hydra run works too. With ``methods``
+    or ``datasets`` set, the run compares every listed method on every data set
+    (:func:`jpegrestore.evaluation.compare.evaluate_comparison`).
     """
     from jpegrestore.utils.instantiate import to_plain
+
+    if cfg.get("methods") or cfg.get("datasets"):
+        from jpegrestore.evaluation.compare import evaluate_comparison
+
+        return evaluate_comparison(cfg, output_dir)
 
     def get(key: str, default: Any = None) -> Any:
         value = cfg.get(key, default)

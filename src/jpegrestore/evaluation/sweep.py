@@ -7,6 +7,7 @@ PSNR against bits per pixel (DDRM-JPEG paper, Fig. 3). Entry point: ``scripts/sw
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,17 @@ def write_plots(result: EvaluationResult, output_dir: Path, y_convention: str = 
 
 
 def run_sweep(cfg: Mapping[str, Any], output_dir: str | Path) -> EvaluationResult:
-    """Evaluate per ``cfg`` (a composed conf/sweep_qf.yaml) and add sweep.csv and the plots to ``output_dir``."""
+    """Evaluate per ``cfg`` (a composed conf/sweep_qf.yaml, with one method or a ``methods`` list) and add
+    sweep.csv and the plots to ``output_dir``; with several ``datasets``, into ``output_dir/<data set>/`` each
+    (file keys prefixed ``<data set>/``)."""
     result = evaluate_config(cfg, output_dir)
     out = Path(output_dir)
-    result.files["sweep_csv"] = write_sweep_csv(out / SWEEP_CSV, result)
-    result.files.update(write_plots(result, out, cfg.get("y_convention", "jfif")))
+    by_dataset = getattr(result, "by_dataset", None) or {"": result.means}
+    for dataset, means in by_dataset.items():
+        folder, prefix = (out, "") if len(by_dataset) == 1 else (out / dataset, f"{dataset}/")
+        folder.mkdir(parents=True, exist_ok=True)
+        view = replace(result, means=means)
+        result.files[f"{prefix}sweep_csv"] = write_sweep_csv(folder / SWEEP_CSV, view)
+        plots_written = write_plots(view, folder, cfg.get("y_convention", "jfif"))
+        result.files.update({f"{prefix}{k}": v for k, v in plots_written.items()})
     return result

@@ -35,9 +35,11 @@ def means(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str
     return out
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], y_convention: str) -> None:
-    """One line per (image, quality, method); metric columns by key, plus the Y convention of the ``*_y`` ones."""
-    columns = ["image", "quality", "method", *metrics, "seconds", "y_convention"]
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], y_convention: str,
+              leading: Sequence[str] = (), trailing: Sequence[str] = ()) -> None:
+    """One line per (image, quality, method); metric columns by key, plus the Y convention of the ``*_y`` ones.
+    ``leading`` columns (e.g. "dataset") come first, ``trailing`` ones (e.g. "error") before the convention."""
+    columns = [*leading, "image", "quality", "method", *metrics, "seconds", *trailing, "y_convention"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -72,15 +72,24 @@ def _load_lpips_linear(model: nn.Module, file: Path) -> None:
 
 
 class DISTSMetric(nn.Module):
-    """DISTS (Ding et al. 2020) per image via ``piq.DISTS``; inputs in [0, 1], images > 256 px are downscaled by piq."""
+    """DISTS (Ding et al. 2020) per image via ``piq.DISTS``; inputs in [0, 1].
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    ``full_resolution=False`` is piq's DISTS, which downscales images whose shorter side exceeds 256 px to 256;
+    ``True`` scores every image at its own size, as the authors' code and pyiqa (the papers' numbers) do.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, full_resolution: bool = False) -> None:
         super().__init__()
         self.model = _offline_piq_dists(path)
+        self.full_resolution = bool(full_resolution)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """pred, target float [B, 3, H, W] in [0, 1] -> Tensor[B] (0 for identical images)."""
         _check_images(pred, target, "DISTS")
+        if self.full_resolution:
+            from piq.perceptual import ContentLoss
+
+            return 1 - ContentLoss.forward(self.model, pred, target)  # piq's DISTS without its resize
         return self.model(pred, target)
 
 

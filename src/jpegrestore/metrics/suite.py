@@ -51,6 +51,9 @@ METRICS: dict[str, MetricInfo] = {
     "lpips_alex": MetricInfo("LPIPS (Alex)", False, "model"),
     "lpips_vgg": MetricInfo("LPIPS (VGG)", False, "model"),
     "dists": MetricInfo("DISTS", False, "model"),
+    "musiq": MetricInfo("MUSIQ", True, "model"),
+    "maniqa": MetricInfo("MANIQA", True, "model"),
+    "clipiqa": MetricInfo("CLIPIQA", True, "model"),
     "fid": MetricInfo("FID", False, "set"),
     "fid_std": MetricInfo("FID std over repeats", False, "set"),
     "consistency": MetricInfo("Consistency RMSE (gray levels)", False, "jpeg"),
@@ -70,13 +73,17 @@ def metric_label(name: str, y_convention: str = "jfif") -> str:
 
 def _build_model_metric(name: str, path: str | os.PathLike[str] | None, fid_repeats: int = 1) -> nn.Module:
     from jpegrestore.metrics.fid import build_fid
+    from jpegrestore.metrics.iqa import NoReferenceMetric
     from jpegrestore.metrics.perceptual import DISTSMetric, LPIPSMetric
 
     builders: dict[str, Callable[[], nn.Module]] = {
         "lpips_alex": lambda: LPIPSMetric("alex", path),
         "lpips_vgg": lambda: LPIPSMetric("vgg", path),
-        "dists": lambda: DISTSMetric(path),
+        "dists": lambda: DISTSMetric(path, full_resolution=True),  # the papers' (pyiqa's) DISTS
         "fid": lambda: build_fid(path, repeats=fid_repeats),
+        "musiq": lambda: NoReferenceMetric("musiq", path),
+        "maniqa": lambda: NoReferenceMetric("maniqa", path),
+        "clipiqa": lambda: NoReferenceMetric("clipiqa", path),
     }
     return builders[name]()
 
