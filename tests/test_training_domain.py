@@ -89,8 +89,16 @@ def test_guard_policies():
         guard(_Plus(), {"qualities": [10, 10]}, "ignore")
 
 
+def test_a_recorded_policy_is_the_default_and_an_explicit_one_wins():
+    recorded = {"qualities": [10, 50], "subsamplings": ["4:2:0"], "outside_range": "skip"}
+    assert guard(_Plus(), recorded).policy == "skip"
+    assert guard(_Plus(), recorded, "run").policy == "run"
+    assert guard(_Plus(), {"qualities": [10, 50]}).policy == "warn"
+
+
 def test_training_records_the_domain_and_restore_skips_outside(tmp_path, capsys):
-    """A QGAC trained at QF 10 through train.py records it; restore passes a QF 60 file through unchanged."""
+    """The quickstart (QF 10..50) through train.py records its range and its pass-through policy; restore passes a
+    QF 60 file through unchanged by default, and restores it when told to run."""
     import subprocess
     import sys
     import os
@@ -107,7 +115,7 @@ def test_training_records_the_domain_and_restore_skips_outside(tmp_path, capsys)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = next(run.rglob("last.ckpt"))
     meta = torch.load(ckpt, weights_only=True)["jpegrestore"]
-    assert meta["trained_on"] == {"qualities": [10, 10], "subsamplings": ["4:2:0"]}
+    assert meta["trained_on"] == {"qualities": [10, 50], "subsamplings": ["4:2:0"], "outside_range": "skip"}
 
     import skimage.data
     from jpegrestore.cli import main
@@ -115,9 +123,13 @@ def test_training_records_the_domain_and_restore_skips_outside(tmp_path, capsys)
     photo = skimage.data.astronaut()[:48, :64]
     Image.fromarray(photo).save(tmp_path / "q60.jpg", quality=60)
     out = tmp_path / "out"
-    assert main(["restore", str(tmp_path / "q60.jpg"), "-o", str(out), "--ckpt", str(ckpt),
-                 "--outside-range", "skip", "--device", "cpu", "-q"]) == 0
-    assert "quality about 60" in capsys.readouterr().err
+    assert main(["restore", str(tmp_path / "q60.jpg"), "-o", str(out), "--ckpt", str(ckpt), "--device", "cpu",
+                 "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "quality about 60" in err and "passed through as plain JPEG" in err
     with Image.open(tmp_path / "q60.jpg") as decoded:
         expected = np.asarray(decoded.convert("RGB"))
     assert np.array_equal(np.asarray(Image.open(out / "q60.png")), expected)
+    assert main(["restore", str(tmp_path / "q60.jpg"), "-o", str(tmp_path / "run"), "--ckpt", str(ckpt),
+                 "--outside-range", "run", "--device", "cpu", "-q"]) == 0
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "run" / "q60.png")), expected)

@@ -28,6 +28,10 @@ from jpegrestore.utils.instantiate import instantiate_object
 
 METADATA_KEY = "jpegrestore"
 FORMAT_VERSION = 1
+#: What restore / evaluate do with a JPEG outside the qualities and layouts a checkpoint was trained on
+#: (``trained_on``): restore and warn, pass it through as plain JPEG, or restore silently. A checkpoint may record
+#: its own default as ``trained_on["outside_range"]``; an explicit choice of the user overrides it.
+OUTSIDE_RANGE_POLICIES = ("warn", "skip", "run")
 
 
 def _torch_load(path: Path, map_location: str | torch.device) -> Any:

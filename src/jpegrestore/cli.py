@@ -65,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="with --samples N >= 2: also write <stem>_std.png, the per-pixel std over the draws")
     restore.add_argument("--seed", type=int, default=None,
                          help="seed of the draws of stochastic methods and of CODiff's --latent sample (default 0)")
-    restore.add_argument("--outside-range", choices=("warn", "skip", "run"), default="warn",
+    restore.add_argument("--outside-range", choices=("warn", "skip", "run"), default=None,
                          help="files whose estimated quality or chroma layout lies outside what the checkpoint was "
-                              "trained on: restore and warn (default), pass through as plain JPEG, or restore silently")
+                              "trained on: restore and warn, pass through as plain JPEG, or restore silently "
+                              "(default: what the checkpoint records, e.g. skip for the quickstart; else warn)")
     codiff = restore.add_argument_group("CODiff checkpoints")
     codiff.add_argument("--pretrained", default=None,
                         help="Stable Diffusion base folder or cached repo id (default: the one the checkpoint records)")
@@ -108,7 +109,7 @@ def _add_demo_parser(commands) -> None:
     demo.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     demo.add_argument("--tile", type=int, default=512, help="as restore --tile")
     demo.add_argument("--tile-overlap", type=int, default=32, help="as restore --tile-overlap")
-    demo.add_argument("--outside-range", choices=("warn", "skip", "run"), default="warn",
+    demo.add_argument("--outside-range", choices=("warn", "skip", "run"), default=None,
                       help="as restore --outside-range")
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     demo.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")

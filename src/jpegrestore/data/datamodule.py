@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from jpegrestore.checkpoints import OUTSIDE_RANGE_POLICIES
+
 from .datasets import EpochSampler, EvalDataset, RandomCropDataset
 from .degrade import check_compression, collate, compress_batch
 from .quality import ChoiceQuality, QualitySampler, UniformQuality, check_quality
@@ -79,6 +81,9 @@ class RestorationDataModule(pl.LightningDataModule):
         seed: base seed; every random choice is a pure function of (seed, epoch, sample index).
         scan: "full" (decode every file at setup) or "header" (open only; failures counted at load time).
         scan_workers: threads used by the scan.
+        outside_range: recorded in checkpoints as what restore / evaluate do by default with JPEGs outside the
+            training qualities and layouts ("warn", "skip": pass through as plain JPEG, "run"); None: their own
+            default (warn).
     """
 
     def __init__(
@@ -109,9 +114,14 @@ class RestorationDataModule(pl.LightningDataModule):
         persistent_workers: Optional[bool] = None,
         scan: str = "full",
         scan_workers: int = 4,
+        outside_range: Optional[str] = None,
     ) -> None:
         super().__init__()
         check_compression(compression, subsampling)
+        if outside_range not in (None, *OUTSIDE_RANGE_POLICIES):
+            raise ValueError(
+                f"outside_range must be null or one of {list(OUTSIDE_RANGE_POLICIES)}, got {outside_range!r}")
+        self.outside_range = outside_range
         for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size),
                            ("test_batch_size", test_batch_size)):
             if value is not None and int(value) <= 0:
@@ -148,10 +158,14 @@ class RestorationDataModule(pl.LightningDataModule):
 
     def training_domain(self) -> dict[str, list]:
         """What a model trained on this data has seen: ``{"qualities": [lowest, highest], "subsamplings": [...]}``
-        ("gray" for grayscale targets). Checkpoints record it; restore and evaluate warn outside it."""
+        ("gray" for grayscale targets), plus ``outside_range`` when set. Checkpoints record it; restore and evaluate
+        warn outside it, or do what ``outside_range`` says."""
         support = self.quality.support()
-        return {"qualities": [support[0], support[-1]],
-                "subsamplings": ["gray"] if self.grayscale else [self.subsampling]}
+        domain = {"qualities": [support[0], support[-1]],
+                  "subsamplings": ["gray"] if self.grayscale else [self.subsampling]}
+        if self.outside_range is not None:
+            domain["outside_range"] = self.outside_range
+        return domain
 
     # ------------------------------------------------------------------------------------------- setup
     def _source(self, split: str) -> Optional[ImageSource]:

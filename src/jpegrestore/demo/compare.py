@@ -47,7 +47,7 @@ class BuildOptions:
     device: str = "auto"
     tile: int = 512
     tile_overlap: int = 32
-    outside_range: str = "warn"
+    outside_range: str | None = None  # None: what the checkpoint records, else warn
 
 
 def build_checkpoint(spec: MethodSpec, options: BuildOptions, seed: int, cache: dict[str, Any]) -> Any:

@@ -148,7 +148,7 @@ def evaluate_comparison(cfg: Mapping[str, Any], output_dir: str | Path) -> Compa
         methods = build_methods(cfg.get("methods"), cfg)
     else:
         single = build_method(cfg.get("method"), get("ckpt"), get("device", "auto"), get("tile"),
-                              int(get("tile_overlap", 32)), get("outside_range", "warn"), pretrained=get("pretrained"))
+                              int(get("tile_overlap", 32)), get("outside_range"), pretrained=get("pretrained"))
         methods = {} if isinstance(single, JPEGDecode) else {single.name: single}
     evaluator = ComparisonEvaluator(
         methods, metrics=get("metrics"), qualities=get("qf"), subsampling=get("subsampling", "4:2:0"),

@@ -35,7 +35,7 @@ def evaluate_config(cfg: Mapping[str, Any], output_dir: str | Path) -> Evaluatio
 
         ckpt = Checkpoint.read(ckpt)
     method = build_method(cfg.get("method"), ckpt, get("device", "auto"), get("tile"), int(get("tile_overlap", 32)),
-                          get("outside_range", "warn"), pretrained=get("pretrained"))
+                          get("outside_range"), pretrained=get("pretrained"))
     source = eval_source(cfg.get("data"))
     evaluator = Evaluator(
         method, metrics=get("metrics", list(DEFAULT_METRICS)), qualities=get("qf", list(DEFAULT_QUALITIES)),

@@ -17,17 +17,20 @@ import torch
 from torch import Tensor
 
 from jpegrestore import jpeg
+from jpegrestore.checkpoints import OUTSIDE_RANGE_POLICIES
 
-POLICIES = ("warn", "skip", "run")
+POLICIES = OUTSIDE_RANGE_POLICIES
 
 
 @dataclass(frozen=True)
 class TrainingDomain:
-    """Qualities ``low..high`` and chroma layouts ("4:2:0", ..., "gray") a model was trained on."""
+    """Qualities ``low..high`` and chroma layouts ("4:2:0", ..., "gray") a model was trained on, and what its
+    checkpoint asks done outside them by default (``policy``; None: warn)."""
 
     low: int
     high: int
     subsamplings: tuple[str, ...]
+    policy: str | None = None
 
     @classmethod
     def from_metadata(cls, trained_on: Mapping[str, Any] | None) -> TrainingDomain | None:
@@ -35,7 +38,7 @@ class TrainingDomain:
         if not trained_on:
             return None
         low, high = (int(q) for q in trained_on["qualities"])
-        return cls(low, high, tuple(trained_on.get("subsamplings", ())))
+        return cls(low, high, tuple(trained_on.get("subsamplings", ())), trained_on.get("outside_range"))
 
     def describe(self) -> str:
         qualities = f"QF {self.low}" if self.low == self.high else f"QF {self.low}..{self.high}"
@@ -132,12 +135,13 @@ class DomainGuard:
         return draws
 
 
-def guard(method: Any, trained_on: Mapping[str, Any] | None, policy: str = "warn") -> Any:
-    """``method`` wrapped in a :class:`DomainGuard` when the checkpoint recorded its training domain."""
-    if policy not in POLICIES:
+def guard(method: Any, trained_on: Mapping[str, Any] | None, policy: str | None = None) -> Any:
+    """``method`` wrapped in a :class:`DomainGuard` when the checkpoint recorded its training domain. ``policy``
+    None takes the checkpoint's recorded default (``trained_on["outside_range"]``), else "warn"."""
+    if policy is not None and policy not in POLICIES:
         raise ValueError(f"outside_range must be one of {list(POLICIES)}, got {policy!r}")
     domain = TrainingDomain.from_metadata(trained_on)
-    return method if domain is None else DomainGuard(method, domain, policy)
+    return method if domain is None else DomainGuard(method, domain, policy or domain.policy or "warn")
 
 
 def qualities_outside(domain: TrainingDomain, qualities: Sequence[int]) -> list[int]:

@@ -109,7 +109,7 @@ def build_entry(label: str, spec: Mapping[str, Any], root: Mapping[str, Any]) ->
     ckpt = spec.pop("ckpt", None) if auto else spec.get("ckpt")
     try:
         kwargs = dict(device=shared("device", "auto"), tile=shared("tile", 512),
-                      tile_overlap=int(shared("tile_overlap", 32)), outside_range=shared("outside_range", "warn"),
+                      tile_overlap=int(shared("tile_overlap", 32)), outside_range=shared("outside_range", None),
                       pretrained=shared("pretrained", None))
         method = build_method(spec, ckpt, **kwargs)
     except Exception as error:  # noqa: BLE001 - re-raised with the label and files

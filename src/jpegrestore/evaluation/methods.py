@@ -193,7 +193,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def checkpoint_method(
     ckpt: CheckpointSource | None = None, name: str | None = None, device: str | torch.device = "auto",
-    tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn", precision: str | None = None,
+    tile: int | None = 512, tile_overlap: int = 32, outside_range: str | None = None, precision: str | None = None,
     **options: object,
 ) -> RestorationMethod:
     """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``, e.g. CODiff's,
@@ -203,7 +203,8 @@ def checkpoint_method(
     its default ("32"), and is not passed to a named class.
 
     When the checkpoint recorded the qualities and layouts it was trained on, JPEGs outside them are handled by
-    ``outside_range`` ("warn" | "skip" | "run", see :mod:`jpegrestore.evaluation.domain`).
+    ``outside_range`` ("warn" | "skip" | "run", see :mod:`jpegrestore.evaluation.domain`; None: what the checkpoint
+    recorded, else "warn").
     """
     from jpegrestore.evaluation.domain import guard
     from jpegrestore.utils.instantiate import instantiate_object
@@ -235,7 +236,7 @@ def checkpoint_method(
 
 def build_method(
     config: object | None, ckpt: CheckpointSource | None = None, device: str | torch.device = "auto",
-    tile: int | None = 512, tile_overlap: int = 32, outside_range: str = "warn", pretrained: str | None = None,
+    tile: int | None = 512, tile_overlap: int = 32, outside_range: str | None = None, pretrained: str | None = None,
 ) -> RestorationMethod:
     """A method from its config (``{_target_: ..., **kwargs}``); ``None``, ``{}`` or ``{name: auto}`` picks
     the checkpoint's method (:func:`checkpoint_method`, with the config's non-null keys other than ``name`` and
