@@ -30,8 +30,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
+# One torch thread: the same single core Pillow's encode + decode gets, and the data pipeline's main process
+# beside its two workers on a 2-core machine; make bench ARGS="--threads 2" for more.
 bench: $(STAMP)
-	$(PY) bench/jpeg_op.py
+	$(PY) bench/jpeg_op.py --threads 1 $(ARGS)
 
 # GPU acceptance check (every recipe, inference timings, JPEG op on the GPU); make gpu-check ARGS="--out DIR"
 gpu-check: $(STAMP)
