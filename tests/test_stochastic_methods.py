@@ -94,7 +94,7 @@ def test_checkpoint_dispatch_and_options(tmp_path):
     ckpt = tmp_path / "noisy.ckpt"
     write_stochastic_checkpoint(ckpt)
     method = build_method({"name": "auto", "samples": 5, "seed": None}, ckpt, device="cpu")
-    assert isinstance(method, NoisyMethod) and method.samples == 5 and method.ckpt == str(ckpt)
+    assert isinstance(method, NoisyMethod) and method.samples == 5 and str(method.ckpt) == str(ckpt)  # a read Checkpoint
     plain, _ = write_tiny_checkpoint(tmp_path / "plain.ckpt")
     with pytest.raises(ValueError, match="deterministic network.*samples"):
         checkpoint_method(plain, device="cpu", samples=4)
