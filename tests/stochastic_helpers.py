@@ -11,7 +11,7 @@ from jpegrestore import jpeg
 class NoisyMethod:
     """``samples`` draws ``clamp(jpeg_image + sigma * noise)``; returns their mean; reports ``nfe = 3 * samples``."""
 
-    def __init__(self, ckpt: str | None = None, name: str | None = None, device: str = "cpu", tile=None,
+    def __init__(self, ckpt=None, name: str | None = None, device: str = "cpu", tile=None,
                  tile_overlap: int = 32,
                  samples: int = 4, sigma: float = 0.05, seed: int = 0) -> None:
         self.name = name or "noisy"
