@@ -198,8 +198,8 @@ def checkpoint_method(
 ) -> RestorationMethod:
     """The method that restores with ``ckpt``: the class its metadata names (``evaluation_method``, e.g. CODiff's,
     which rebuilds its Stable Diffusion base), else :class:`CheckpointMethod`. The file is read once: that class
-    gets the read :class:`~jpegrestore.checkpoints.Checkpoint` as ``ckpt`` (``str(ckpt)`` is its path). ``options`` (e.g. ``samples=8,
-    seed=0``, ``pretrained=DIR``; None values dropped) go to that class; a plain network checkpoint accepts none
+    gets the read :class:`~jpegrestore.checkpoints.Checkpoint` as ``ckpt`` (``str(ckpt)`` is its path).
+    ``options`` (e.g. ``samples=8, seed=0``, ``pretrained=DIR``; None values dropped) go to that class; a plain network checkpoint accepts none
     (ValueError naming them). ``precision`` ("32" | "bf16" | "16") applies to every method; None leaves each method at
     its default ("32"), and is not passed to a named class.
 
