@@ -26,11 +26,9 @@ def write_cave_checkpoint(path: Path, recipe: str = "cave", seed: int = 0) -> Pa
 
 def write_random_dists(directory: Path, vgg16_file: Path) -> Path:
     """A directory with random DISTS alpha/beta (normalised as the real file) and a (random) VGG16 file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(0)
-    alpha, beta = torch.rand(1, 1475, 1, 1, generator=generator), torch.rand(1, 1475, 1, 1, generator=generator)
-    total = alpha.sum() + beta.sum()
-    torch.save({"alpha": alpha / total, "beta": beta / total}, directory / "dists_weights.pt")
+    from jpegrestore.utils.random_weights import write_random_dists_weights
+
+    write_random_dists_weights(directory)
     shutil.copy(vgg16_file, directory / "vgg16-397923af.pth")
     return directory
 

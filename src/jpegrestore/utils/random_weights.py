@@ -29,15 +29,23 @@ def write_random_vgg_features(path: str | Path, config: str = "D", seed: int = 0
     return path
 
 
-def write_random_dists(directory: str | Path, seed: int = 0) -> Path:
-    """A directory DISTS loads (``dists_weights.pt`` with random alpha/beta normalised as the real file's, and a
-    random ``vgg16-397923af.pth``). -> ``directory``."""
+def write_random_dists_weights(directory: str | Path, seed: int = 0) -> Path:
+    """``directory/dists_weights.pt`` with random alpha/beta [1, 1475, 1, 1], normalised as the real file's (they
+    sum to 1). -> the file."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     alpha = torch.rand(1, DISTS_CHANNELS, 1, 1, generator=generator)
     beta = torch.rand(1, DISTS_CHANNELS, 1, 1, generator=generator)
     total = alpha.sum() + beta.sum()
-    torch.save({"alpha": alpha / total, "beta": beta / total}, directory / "dists_weights.pt")
-    write_random_vgg_features(directory / VGG_FILE_NAMES["D"], "D", seed)
-    return directory
+    path = directory / "dists_weights.pt"
+    torch.save({"alpha": alpha / total, "beta": beta / total}, path)
+    return path
+
+
+def write_random_dists(directory: str | Path, seed: int = 0) -> Path:
+    """A directory DISTS loads (:func:`write_random_dists_weights` and a random ``vgg16-397923af.pth``).
+    -> ``directory``."""
+    write_random_dists_weights(directory, seed)
+    write_random_vgg_features(Path(directory) / VGG_FILE_NAMES["D"], "D", seed)
+    return Path(directory)
