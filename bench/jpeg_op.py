@@ -138,19 +138,8 @@ def machine() -> str:
 def speed_table(repeats: int) -> dict[str, float]:
     x = torch.rand(16, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     q = 10
-
-    def step(compress):
-        def run():
-            xx = x.clone().requires_grad_(True)
-            compress(xx, q).sum().backward()
-        return run
-
-    peer = best_time(step(kornia_compress), repeats)
-    rows = [("kornia jpeg_codec_differentiable", peer)]
-    rows.append(("ours ste (default)", best_time(step(lambda a, b: jpeg.compress(a, b)), repeats)))
-    rows.append(("ours cubic", best_time(step(lambda a, b: jpeg.compress(a, b, rounding="cubic")), repeats)))
-    with torch.no_grad():
-        rows.append(("ours exact, forward only", best_time(lambda: jpeg.compress(x, q, rounding="exact"), repeats)))
+    rows = [(name, best_time(run, repeats)) for name, run in speed_runs(x, q).items()]
+    peer = rows[0][1]  # kornia
     patches = [np.ascontiguousarray((x[i] * 255).round().byte().permute(1, 2, 0).numpy()) for i in range(16)]
     pillow = best_time(lambda: pillow_encode_decode(patches, q), repeats)
     rows.append(("Pillow encode + decode, one core", pillow))
